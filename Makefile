@@ -1,0 +1,49 @@
+# The two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+FLASK  := $(BIN)/flask --app wsgi
+PORT   ?= 5000
+WORKERS ?= 2
+
+.PHONY: run test serve-prod migrate keys bootstrap lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.venv: $(VENV)/.installed
+
+migrate: .venv
+	$(FLASK) db upgrade
+
+keys: migrate
+	$(FLASK) keys init
+
+bootstrap: keys
+	$(FLASK) admin bootstrap
+
+run: bootstrap
+	$(FLASK) run --host 127.0.0.1 --port $(PORT)
+
+serve-prod: .venv
+	$(FLASK) db upgrade
+	$(FLASK) keys init
+	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: .venv
+	$(BIN)/pytest -q
+
+lint: .venv
+	$(BIN)/ruff check app tests migrations
+	$(BIN)/ruff format --check app tests migrations
+
+format: .venv
+	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app tests migrations
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""Application factory: config, extensions, blueprints, error handlers, CLI."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+
+from .config import Config, finalize
+
+
+def create_app(config: dict[str, Any] | type | None = None) -> Flask:
+    """Build the app; `config` (a dict or class) overrides the environment."""
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.from_object(Config)
+    if isinstance(config, dict):
+        app.config.update(config)
+    elif config is not None:
+        app.config.from_object(config)
+    finalize(app.config)
+    _prepare_database_url(app)
+
+    from . import models  # noqa: F401  (registers every table with the metadata)
+    from .clients.records import ClientStore
+    from .clients.secrets import load_pepper
+    from .clients.usage import UsageTracker
+    from .extensions import db, migrate
+    from .keys.service import KeyRing
+    from .runtime import Runtime
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
+
+    pepper = load_pepper(app.config["SECRET_PEPPER"], app.config["KEYS_DIR"])
+    if not app.config.get("SECRET_KEY"):
+        import hashlib
+        import hmac
+
+        # Cursor signatures need a stable key on every instance; derive one
+        # from the pepper rather than asking operators for another secret.
+        app.config["SECRET_KEY"] = hmac.new(pepper, b"flask-secret-key", hashlib.sha256).hexdigest()
+    app.extensions["ccserver"] = Runtime(
+        clients=ClientStore(app.config["CLIENT_CACHE_TTL"]),
+        keyring=KeyRing(
+            app.config["KEYS_DIR"],
+            app.config["KEYS_PASSPHRASE"],
+            app.config.get("KEY_REFRESH_INTERVAL", 10.0),
+        ),
+        pepper=pepper,
+        usage=UsageTracker(app.config["LAST_USED_RESOLUTION"]),
+    )
+
+    from .errors import register_error_handlers
+    from .oauth.server import config_oauth
+
+    config_oauth(app)
+    register_error_handlers(app)
+    _register_blueprints(app)
+    _register_hooks(app)
+    logging.getLogger("authlib").setLevel(logging.WARNING)
+    return app
+
+
+def _prepare_database_url(app: Flask) -> None:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        options.setdefault("connect_args", {"timeout": 30})
+    elif uri.startswith("postgresql"):
+        options.setdefault("pool_size", app.config.get("DB_POOL_SIZE", 10))
+        options.setdefault("max_overflow", 5)
+        options.setdefault("pool_timeout", 5)
+        options.setdefault("connect_args", {"connect_timeout": 5})
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _register_blueprints(app: Flask) -> None:
+    from . import api, ops
+    from .api import routes  # noqa: F401  (attaches the resource views to api.bp)
+    from .cli import admin_cli, keys_cli
+    from .keys import jwks
+    from .oauth import views
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(jwks.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(keys_cli)
+    app.register_blueprint(admin_cli)
+
+
+def _register_hooks(app: Flask) -> None:
+    from .extensions import db
+    from .runtime import runtime
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith(("/oauth2/", "/api/")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if app.config["ISSUER"].startswith("https://"):
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
+        return response
+
+    @app.teardown_request
+    def flush_usage(_exc):
+        usage = runtime().usage
+        if usage.due():
+            try:
+                usage.flush(db.engine)
+            except Exception:  # noqa: BLE001 - last_used_at is best effort
+                logging.getLogger(__name__).warning("could not write last_used_at")

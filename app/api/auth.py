@@ -1,0 +1,120 @@
+"""Bearer-token authorization for the management API (contract 2)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jwt
+from flask import current_app, g, request
+
+from ..clients.service import SYSTEM_ACCOUNT
+from ..errors import Forbidden, Unauthorized
+from ..runtime import runtime
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The admin client behind a verified management token."""
+
+    client_id: str
+    account_id: str
+    scopes: frozenset[str]
+    claims: dict
+
+    @property
+    def is_system(self) -> bool:
+        return self.account_id == SYSTEM_ACCOUNT
+
+    def account_filter(self) -> str | None:
+        """The account to scope queries to; None means every account."""
+        return None if self.is_system else self.account_id
+
+
+#: Set by the revocation module: jti -> True when the token was revoked.
+is_revoked: Callable[[str], bool] = lambda jti: False  # noqa: E731
+
+
+def _invalid(detail: str) -> Unauthorized:
+    return Unauthorized(
+        detail,
+        code="invalid_token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def verify_access_token(token: str, audience: str | None) -> dict:
+    """Verify one of our RFC 9068 tokens: signature, typ, iss, exp, aud.
+
+    :raise jwt.InvalidTokenError: for anything wrong with it.
+    """
+    header = jwt.get_unverified_header(token)
+    if header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+        raise jwt.InvalidTokenError("not an access token")
+    snap = runtime().keyring.snapshot()
+    key = snap.verify_keys.get(header.get("kid", ""))
+    if key is None or header.get("alg") != key.alg:
+        raise jwt.InvalidTokenError("unknown key")
+    options = {"require": ["exp", "iat", "iss", "sub", "jti", "aud"]}
+    return jwt.decode(
+        token,
+        key.public_key,
+        algorithms=[key.alg],
+        issuer=current_app.config["ISSUER"],
+        audience=audience,
+        options=options if audience else {**options, "verify_aud": False},
+        leeway=0,
+    )
+
+
+def authenticate() -> Caller:
+    """The caller of this request, from its Bearer token.
+
+    :raise Unauthorized: no token, or a bad, expired or revoked one, or one
+        whose client is deleted, disabled or no longer an admin.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "A Bearer access token is required.",
+            code="missing_token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        claims = verify_access_token(token.strip(), current_app.config["MANAGEMENT_AUDIENCE"])
+    except (jwt.InvalidTokenError, ValueError) as exc:
+        raise _invalid("The access token is invalid or expired.") from exc
+    if is_revoked(claims["jti"]):
+        raise _invalid("The access token has been revoked.")
+    record = runtime().clients.get(claims.get("client_id") or claims["sub"])
+    if record is None or record.disabled or record.client_type != "admin":
+        raise _invalid("The access token's client is no longer allowed.")
+    scopes = frozenset(str(claims.get("scope", "")).split())
+    return Caller(record.id, record.account_id, scopes, claims)
+
+
+def require_scope(scope: str) -> Callable:
+    """Decorator: the view needs a management token holding `scope`."""
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            caller = authenticate()
+            if scope not in caller.scopes:
+                raise Forbidden(
+                    f"This call needs the {scope!r} scope.",
+                    code="insufficient_scope",
+                    headers={
+                        "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'
+                    },
+                )
+            if scope.startswith("keys:") and not caller.is_system:
+                raise Forbidden("Signing keys belong to the system account.")
+            g.caller = caller
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -1,0 +1,1 @@
+"""Imports every resource module so its views attach to the API blueprint."""

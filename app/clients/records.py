@@ -1,0 +1,202 @@
+"""Plain client records for the OAuth endpoints, cached for a few seconds.
+
+The token endpoint must not open an ORM session per request: a record is
+read with two Core selects on a miss and cached per client id for
+CLIENT_CACHE_TTL seconds. A change made through this process drops the entry
+at commit (see `mark_client_changed`), so it takes effect here at once and on
+other instances within the TTL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from authlib.oauth2.rfc6749 import ClientMixin
+from flask import current_app, has_app_context
+from sqlalchemy.orm import Session
+
+from ..extensions import db
+from ..models import Client, ClientKey, ClientSecret
+from .secrets import verify_secret
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    id: str
+    secret_hash: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    kid: str
+    alg: str
+    public_jwk: dict
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, eq=False)
+class ClientRecord(ClientMixin):
+    """An immutable snapshot of one client, its secrets and keys."""
+
+    id: str
+    account_id: str
+    name: str
+    client_type: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    access_token_ttl: int
+    disabled: bool
+    secrets: tuple[SecretRecord, ...] = ()
+    keys: tuple[KeyRecord, ...] = ()
+
+    # Authlib ClientMixin hooks.
+    def get_client_id(self) -> str:
+        return self.id
+
+    def get_default_redirect_uri(self):
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return scope or ""
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        raise NotImplementedError("use ClientStore.verify_secret")
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method in (
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        )
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+    def active_secrets(self, now: datetime) -> list[SecretRecord]:
+        return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
+
+    def active_keys(self, now: datetime) -> list[KeyRecord]:
+        return [k for k in self.keys if k.expires_at is None or k.expires_at > now]
+
+
+# Compared against when the client does not exist, so a wrong secret for an
+# unknown client and for a known one cost the same HMAC and comparison.
+_DUMMY_HASHES = ["0" * 64]
+
+
+class ClientStore:
+    """Per-process cache of ClientRecords keyed by client id."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, ClientRecord | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, client_id: str) -> ClientRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(client_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        record = load_record(db.session, client_id)
+        if self.ttl > 0:
+            with self._lock:
+                if len(self._cache) > 100_000:
+                    # Unknown ids are cached too; bound the memory an attacker
+                    # can make us hold by sending random ids.
+                    self._cache.clear()
+                self._cache[client_id] = (now, record)
+        return record
+
+    def invalidate(self, client_id: str) -> None:
+        with self._lock:
+            self._cache.pop(client_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    @staticmethod
+    def verify_secret(
+        record: ClientRecord | None, secret: str, pepper: bytes, now: datetime
+    ) -> SecretRecord | None:
+        """The active secret that `secret` matches, or None."""
+        if record is None:
+            verify_secret(secret, pepper, _DUMMY_HASHES)
+            return None
+        active = record.active_secrets(now)
+        index = verify_secret(secret, pepper, [s.secret_hash for s in active] or _DUMMY_HASHES)
+        if index is None or not active:
+            return None
+        return active[index]
+
+
+def load_record(session: Session, client_id: str) -> ClientRecord | None:
+    """Read a client, its secrets and keys with Core selects (no ORM objects)."""
+    if not client_id or len(client_id) > 64:
+        return None
+    row = session.execute(
+        sa.select(
+            Client.id,
+            Client.account_id,
+            Client.name,
+            Client.client_type,
+            Client.scopes,
+            Client.audiences,
+            Client.access_token_ttl,
+            Client.disabled,
+        ).where(Client.id == client_id)
+    ).first()
+    if row is None:
+        return None
+    secrets = session.execute(
+        sa.select(ClientSecret.id, ClientSecret.secret_hash, ClientSecret.expires_at).where(
+            ClientSecret.client_id == client_id
+        )
+    ).all()
+    keys = session.execute(
+        sa.select(ClientKey.kid, ClientKey.alg, ClientKey.public_jwk, ClientKey.expires_at).where(
+            ClientKey.client_id == client_id
+        )
+    ).all()
+    return ClientRecord(
+        id=row.id,
+        account_id=row.account_id,
+        name=row.name,
+        client_type=row.client_type,
+        scopes=tuple(row.scopes or ()),
+        audiences=tuple(row.audiences or ()),
+        access_token_ttl=row.access_token_ttl,
+        disabled=row.disabled,
+        secrets=tuple(SecretRecord(s.id, s.secret_hash, s.expires_at) for s in secrets),
+        keys=tuple(KeyRecord(k.kid, k.alg, k.public_jwk, k.expires_at) for k in keys),
+    )
+
+
+def mark_client_changed(client_id: str) -> None:
+    """Drop the client's cached record in this process once the change commits."""
+    db.session.info.setdefault("changed_clients", set()).add(client_id)
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _invalidate_after_commit(session: Session) -> None:
+    changed = session.info.pop("changed_clients", None)
+    if changed and has_app_context():
+        store = current_app.extensions["ccserver"].clients
+        for client_id in changed:
+            store.invalidate(client_id)
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop("changed_clients", None)

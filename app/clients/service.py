@@ -1,0 +1,144 @@
+"""Client and secret operations. Services add and flush; callers commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from .. import audit
+from ..errors import Conflict, NotFound
+from ..extensions import db
+from ..models import Client, ClientSecret
+from ..timeutil import utcnow
+from .records import mark_client_changed
+from .secrets import generate_secret, hash_secret, secret_hint
+
+MAX_ACTIVE_SECRETS = 5
+SYSTEM_ACCOUNT = "system"
+MANAGEMENT_SCOPES = (
+    "clients:read",
+    "clients:write",
+    "keys:read",
+    "keys:write",
+    "audit:read",
+)
+ACCOUNT_MANAGEMENT_SCOPES = ("clients:read", "clients:write", "audit:read")
+
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "description": None,
+    "tags": [],
+    "client_type": "standard",
+    "owner": None,
+    "scopes": [],
+    "audiences": [],
+    "access_token_ttl": 3600,
+    "locked": False,
+    "disabled": False,
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def get_client(account_id: str | None, client_id: str, *, for_update: bool = False) -> Client:
+    """The client with this id in the account (None: any account, system admins).
+
+    :raise NotFound: when it does not exist or belongs to another account, so
+        the two cannot be told apart.
+    """
+    query = sa.select(Client).where(Client.id == client_id)
+    if account_id is not None:
+        query = query.where(Client.account_id == account_id)
+    if for_update:
+        query = query.with_for_update()
+    client = db.session.scalar(query)
+    if client is None:
+        raise NotFound("No such client.", code="client_not_found")
+    return client
+
+
+def create_client(
+    account_id: str, fields: dict[str, Any], actor: str, pepper: bytes
+) -> tuple[Client, ClientSecret, str]:
+    """Create a client with its first secret; returns (client, secret row, plaintext).
+
+    :raise Conflict: name_taken when the account already has that name
+        (enforced by the unique constraint, so concurrent creates cannot both win).
+    """
+    values = {**CLIENT_DEFAULTS, **fields}
+    values.setdefault("friendly_name", values["name"])
+    now = utcnow()
+    client = Client(
+        id=new_id(),
+        account_id=account_id,
+        created_at=now,
+        updated_at=now,
+        version=1,
+        **values,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(client)
+            db.session.flush()
+    except IntegrityError as exc:
+        raise Conflict(
+            f"A client named {values['name']!r} already exists in this account.",
+            code="name_taken",
+        ) from exc
+    secret, plaintext = add_secret(client, pepper, actor, description=None, audited=False)
+    audit.record(actor, "client.created", client.id, account_id)
+    return client, secret, plaintext
+
+
+def active_secret_count(client_id: str, now: datetime) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(ClientSecret)
+        .where(
+            ClientSecret.client_id == client_id,
+            sa.or_(ClientSecret.expires_at.is_(None), ClientSecret.expires_at > now),
+        )
+    )
+
+
+def add_secret(
+    client: Client,
+    pepper: bytes,
+    actor: str,
+    *,
+    description: str | None = None,
+    expires_in: int | None = None,
+    audited: bool = True,
+    action: str = "secret.created",
+) -> tuple[ClientSecret, str]:
+    """Add a secret; the caller must hold the client row lock (see get_client).
+
+    :raise Conflict: too_many_secrets when the client already has five active.
+    """
+    now = utcnow()
+    if active_secret_count(client.id, now) >= MAX_ACTIVE_SECRETS:
+        raise Conflict(
+            f"A client may have at most {MAX_ACTIVE_SECRETS} active secrets.",
+            code="too_many_secrets",
+        )
+    plaintext = generate_secret()
+    secret = ClientSecret(
+        id=new_id(),
+        client_id=client.id,
+        secret_hash=hash_secret(plaintext, pepper),
+        hint=secret_hint(plaintext),
+        description=description,
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+    )
+    db.session.add(secret)
+    db.session.flush()
+    mark_client_changed(client.id)
+    if audited:
+        audit.record(actor, action, secret.id, client.account_id)
+    return secret, plaintext

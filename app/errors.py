@@ -1,0 +1,207 @@
+"""Application errors and the handlers that render them.
+
+Hierarchy::
+
+    AppError                      problem+json, status 500
+    ├── ValidationError           400, with errors[] (field, message)
+    ├── BadRequest                400
+    ├── Unauthorized              401, WWW-Authenticate: Bearer ...
+    ├── Forbidden                 403, WWW-Authenticate: Bearer error="insufficient_scope"
+    ├── NotFound                  404
+    ├── Conflict                  409 (name_taken, client_locked, too_many_secrets, ...)
+    ├── PreconditionFailed        412
+    └── ServiceUnavailable        503
+
+Services raise these; handlers registered once in create_app render them as
+RFC 9457 problem+json. Under /oauth2 Authlib renders RFC 6749 errors itself;
+generic HTTP errors there (413, 405, ...) are rendered in RFC 6749 shape too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+class AppError(Exception):
+    status = 500
+    code = "internal_error"
+    title = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        if code:
+            self.code = code
+        self.errors = errors
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"about:blank#{self.code}" if self.code else "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class ValidationError(AppError):
+    status = 400
+    code = "validation_error"
+    title = "Bad Request"
+
+    def __init__(self, errors: list[dict[str, str]], detail: str | None = None) -> None:
+        super().__init__(detail or "The request body is invalid.", errors=errors)
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "bad_request"
+    title = "Bad Request"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "invalid_token"
+    title = "Unauthorized"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "insufficient_scope"
+    title = "Forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+    title = "Not Found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PreconditionFailed(AppError):
+    status = 412
+    code = "precondition_failed"
+    title = "Precondition Failed"
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service_unavailable"
+    title = "Service Unavailable"
+
+
+def problem(error: AppError):
+    """Render an AppError as an RFC 9457 response."""
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    response.mimetype = PROBLEM
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _is_oauth_path() -> bool:
+    return request.path.startswith("/oauth2/")
+
+
+_OAUTH_ERRORS = {
+    413: "invalid_request",
+    415: "invalid_request",
+    405: "invalid_request",
+    404: "invalid_request",
+    429: "slow_down",
+    503: "temporarily_unavailable",
+}
+
+
+def oauth_error(status: int, description: str, headers: dict[str, str] | None = None):
+    """An RFC 6749 §5.2 error body for failures Authlib does not render."""
+    body = {
+        "error": _OAUTH_ERRORS.get(status, "invalid_request"),
+        "error_description": description,
+    }
+    if status >= 500 and status != 503:
+        body["error"] = "server_error"
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render every error as problem+json (or RFC 6749 JSON under /oauth2)."""
+
+    @app.errorhandler(AppError)
+    def handle_app_error(error: AppError):
+        if _is_oauth_path():
+            return oauth_error(error.status, error.detail, error.headers)
+        return problem(error)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(error: HTTPException):
+        status = error.code or 500
+        description = error.description or error.name
+        if status == 413:
+            description = "The request body is larger than 64 KiB."
+        if _is_oauth_path():
+            return oauth_error(status, description)
+        err = AppError(description, code=error.name.lower().replace(" ", "_"))
+        err.status = status
+        err.title = error.name
+        response = problem(err)
+        valid_methods = getattr(error, "valid_methods", None)
+        if valid_methods:
+            response.headers["Allow"] = ", ".join(valid_methods)
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def handle_database_down(error: Exception):
+        from .extensions import db
+
+        db.session.rollback()
+        log.error("database unavailable: %s", type(error).__name__)
+        err = ServiceUnavailable(
+            "The database is unavailable; retry later.", headers={"Retry-After": "1"}
+        )
+        if _is_oauth_path():
+            return oauth_error(503, err.detail, err.headers)
+        return problem(err)
+
+    @app.errorhandler(500)
+    def handle_internal_error(error: Exception):
+        from .extensions import db
+
+        db.session.rollback()
+        if _is_oauth_path():
+            body = oauth_error(500, "The server encountered an internal error.")
+            return body
+        return problem(AppError("The server encountered an internal error."))

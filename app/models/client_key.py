@@ -1,0 +1,32 @@
+"""Client public keys for private_key_jwt (contract 2.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from ..timeutil import utcnow
+from .types import JSONType, UTCDateTime
+
+
+class ClientKey(db.Model):
+    __tablename__ = "client_keys"
+    __table_args__ = (sa.UniqueConstraint("client_id", "kid", name="uq_client_keys_client_id_kid"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    kid: Mapped[str] = mapped_column(sa.String(128))
+    alg: Mapped[str] = mapped_column(sa.String(16))
+    public_jwk: Mapped[dict] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    client: Mapped[Client] = relationship(back_populates="keys")  # noqa: F821

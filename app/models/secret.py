@@ -1,0 +1,32 @@
+"""Client secrets (contract 2.2): only an HMAC of the secret is stored."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from ..timeutil import utcnow
+from .types import UTCDateTime
+
+
+class ClientSecret(db.Model):
+    __tablename__ = "client_secrets"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    secret_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    hint: Mapped[str] = mapped_column(sa.String(4))
+    description: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    client: Mapped[Client] = relationship(back_populates="secrets")  # noqa: F821
+
+    def is_active(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now

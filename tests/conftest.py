@@ -1,0 +1,179 @@
+"""Shared fixtures: a migrated database (SQLite, or PostgreSQL from DATABASE_URL),
+a fresh app per test with emptied tables and new signing keys, and helpers.
+
+Integration tests throughout: real database, real crypto, HTTP through
+Flask's test client.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
+
+from app import create_app  # noqa: E402
+from app.clients.service import create_client  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.keys import service as keys_service  # noqa: E402
+from app.runtime import runtime  # noqa: E402
+
+TEST_PEPPER = "test-pepper-not-for-production"
+ISSUER = "http://localhost:5000"
+
+
+def _database_url(tmp_path_factory) -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgresql"):
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    return _database_url(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def base_config(database_url, keys_dir) -> dict:
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "KEYS_DIR": keys_dir,
+        "KEYS_PASSPHRASE": None,
+        "SECRET_PEPPER": TEST_PEPPER,
+        "ISSUER": ISSUER,
+        "SIGNING_ALG": "ES256",
+        "REDIS_URL": os.environ.get("TEST_REDIS_URL") or None,
+        "DEFAULT_AUDIENCE": None,
+        "MANAGEMENT_AUDIENCE": None,
+    }
+
+
+@pytest.fixture(scope="session")
+def migrated(base_config) -> str:
+    """Bring the test database to head once per session, from migrations only."""
+    from flask_migrate import upgrade
+
+    app = create_app(dict(base_config))
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            # Start from nothing so the revisions, not leftovers, make the schema.
+            with db.engine.begin() as conn:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+        upgrade()
+        db.engine.dispose()
+    return base_config["SQLALCHEMY_DATABASE_URI"]
+
+
+def empty_tables() -> None:
+    with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch):
+    """Keep tests independent of the developer's shell."""
+    for name in ("ISSUER", "KEYS_PASSPHRASE", "SIGNING_ALG", "SECRET_PEPPER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def app_config(base_config, migrated) -> dict:
+    """Override per test module to change configuration."""
+    return dict(base_config)
+
+
+@pytest.fixture
+def app(app_config) -> Iterator:
+    app = create_app(app_config)
+    with app.app_context():
+        empty_tables()
+        keys_service.init_keys(
+            app.config["SIGNING_ALG"],
+            app.config["KEYS_DIR"],
+            app.config["KEYS_PASSPHRASE"],
+        )
+        db.session.commit()
+        runtime().keyring.invalidate()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def basic_auth(client_id: str, secret: str) -> dict[str, str]:
+    raw = f"{client_id}:{secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+class Factory:
+    """Creates clients through the service layer and gets tokens through HTTP."""
+
+    def __init__(self, app, http):
+        self.app = app
+        self.http = http
+
+    def client(self, account_id: str = "acme", **fields) -> tuple[str, str]:
+        """Create a client; returns (client_id, secret)."""
+        fields.setdefault("name", f"client-{os.urandom(4).hex()}")
+        with self.app.app_context():
+            created, _secret, plaintext = create_client(
+                account_id, fields, "test", runtime().pepper
+            )
+            db.session.commit()
+            return created.id, plaintext
+
+    def admin(self, account_id: str = "system", scopes=None) -> tuple[str, str]:
+        from app.clients.service import ACCOUNT_MANAGEMENT_SCOPES, MANAGEMENT_SCOPES
+
+        if scopes is None:
+            scopes = MANAGEMENT_SCOPES if account_id == "system" else ACCOUNT_MANAGEMENT_SCOPES
+        return self.client(
+            account_id,
+            client_type="admin",
+            scopes=list(scopes),
+            audiences=[self.app.config["MANAGEMENT_AUDIENCE"]],
+        )
+
+    def token(self, client_id: str, secret: str, **params) -> dict:
+        """A token response body; asserts success."""
+        response = self.http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials", **params},
+            headers=basic_auth(client_id, secret),
+        )
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    def admin_headers(self, account_id: str = "system", scopes=None) -> dict[str, str]:
+        """Authorization headers of a fresh admin client of the account."""
+        cid, secret = self.admin(account_id, scopes)
+        token = self.token(cid, secret)["access_token"]
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def factory(app, client) -> Factory:
+    return Factory(app, client)
