@@ -21,6 +21,7 @@ from app.clients.service import create_client  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.keys import service as keys_service  # noqa: E402
 from app.runtime import runtime  # noqa: E402
+from app.state import redis_client  # noqa: E402
 
 TEST_PEPPER = "test-pepper-not-for-production"
 ISSUER = "http://localhost:5000"
@@ -107,6 +108,9 @@ def app(app_config) -> Iterator:
         )
         db.session.commit()
         runtime().keyring.invalidate()
+        redis = redis_client()
+        if redis is not None:
+            redis.flushdb()
     yield app
     with app.app_context():
         db.session.remove()
