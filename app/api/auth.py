@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import jwt
 from flask import current_app, g, request
 
+from .. import revocation
 from ..clients.service import SYSTEM_ACCOUNT
 from ..errors import Forbidden, Unauthorized
 from ..runtime import runtime
@@ -32,10 +33,6 @@ class Caller:
         return None if self.is_system else self.account_id
 
 
-#: Set by the revocation module: jti -> True when the token was revoked.
-is_revoked: Callable[[str], bool] = lambda jti: False  # noqa: E731
-
-
 def _invalid(detail: str) -> Unauthorized:
     return Unauthorized(
         detail,
@@ -50,10 +47,14 @@ def verify_access_token(token: str, audience: str | None) -> dict:
     :raise jwt.InvalidTokenError: for anything wrong with it.
     """
     header = jwt.get_unverified_header(token)
-    if header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+    typ, kid = header.get("typ"), header.get("kid")
+    # Header values are attacker-chosen JSON: check types before using them.
+    if not isinstance(typ, str) or typ.lower() not in ("at+jwt", "application/at+jwt"):
         raise jwt.InvalidTokenError("not an access token")
+    if not isinstance(kid, str):
+        raise jwt.InvalidTokenError("unknown key")
     snap = runtime().keyring.snapshot()
-    key = snap.verify_keys.get(header.get("kid", ""))
+    key = snap.verify_keys.get(kid)
     if key is None or header.get("alg") != key.alg:
         raise jwt.InvalidTokenError("unknown key")
     options = {"require": ["exp", "iat", "iss", "sub", "jti", "aud"]}
@@ -86,12 +87,15 @@ def authenticate() -> Caller:
         claims = verify_access_token(token.strip(), current_app.config["MANAGEMENT_AUDIENCE"])
     except (jwt.InvalidTokenError, ValueError) as exc:
         raise _invalid("The access token is invalid or expired.") from exc
-    if is_revoked(claims["jti"]):
+    # Asked of the shared store on every request: a revocation has no delay.
+    if revocation.is_revoked(claims["jti"]):
         raise _invalid("The access token has been revoked.")
     record = runtime().clients.get(claims.get("client_id") or claims["sub"])
     if record is None or record.disabled or record.client_type != "admin":
         raise _invalid("The access token's client is no longer allowed.")
-    scopes = frozenset(str(claims.get("scope", "")).split())
+    # The token carries what was granted at issue time; a scope the client
+    # has since lost stops working at once, as a deleted client does.
+    scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(record.scopes)
     return Caller(record.id, record.account_id, scopes, claims)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import audit
 from ..errors import Conflict, NotFound
 from ..extensions import db
-from ..models import Client, ClientSecret
+from ..models import Client, ClientKey, ClientSecret
 from ..timeutil import utcnow
 from .records import mark_client_changed
 from .secrets import generate_secret, hash_secret, secret_hint
@@ -51,6 +51,9 @@ def get_client(account_id: str | None, client_id: str, *, for_update: bool = Fal
     :raise NotFound: when it does not exist or belongs to another account, so
         the two cannot be told apart.
     """
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
+        # Never a stored id; PostgreSQL would refuse NUL outright.
+        raise NotFound("No such client.", code="client_not_found")
     query = sa.select(Client).where(Client.id == client_id)
     if account_id is not None:
         query = query.where(Client.account_id == account_id)
@@ -142,3 +145,99 @@ def add_secret(
     if audited:
         audit.record(actor, action, secret.id, client.account_id)
     return secret, plaintext
+
+
+def ensure_unlocked(client: Client) -> None:
+    """Refuse a change to a locked client (contract 2.1).
+
+    :raise Conflict: client_locked.
+    """
+    if client.locked:
+        raise Conflict(
+            'The client is locked; unlock it with {"locked": false} first.',
+            code="client_locked",
+        )
+
+
+def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
+    """Apply column values to a client; returns whether anything changed.
+
+    Bumps `version` (the ETag) and `updated_at` only on a real change. The
+    caller holds the row lock (get_client(for_update=True)) and has checked
+    `locked` and any If-Match.
+
+    :raise Conflict: name_taken when a rename collides (the unique constraint decides).
+    """
+    changes = {k: v for k, v in values.items() if getattr(client, k) != v}
+    if not changes:
+        return False
+    try:
+        with db.session.begin_nested():
+            for field, value in changes.items():
+                setattr(client, field, value)
+            client.version = (client.version or 0) + 1
+            client.updated_at = utcnow()
+            db.session.flush()
+    except IntegrityError as exc:
+        raise Conflict(
+            f"A client named {changes.get('name')!r} already exists in this account.",
+            code="name_taken",
+        ) from exc
+    mark_client_changed(client.id)
+    audit.record(actor, "client.updated", client.id, client.account_id)
+    return True
+
+
+def delete_client(client: Client, actor: str) -> None:
+    """Delete a client with its secrets and keys; its tokens stop at once in this process.
+
+    Children are deleted explicitly: SQLite enforces ON DELETE CASCADE only
+    with a pragma, and the result must not depend on it.
+    """
+    db.session.execute(sa.delete(ClientSecret).where(ClientSecret.client_id == client.id))
+    db.session.execute(sa.delete(ClientKey).where(ClientKey.client_id == client.id))
+    db.session.delete(client)
+    db.session.flush()
+    mark_client_changed(client.id)
+    audit.record(actor, "client.deleted", client.id, client.account_id)
+
+
+def list_clients(
+    account_id: str | None,
+    *,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 20,
+    tag: str | None = None,
+    client_type: str | None = None,
+    name_prefix: str | None = None,
+) -> list[Client]:
+    """Clients in (created_at, id) order after a keyset position (None: every account)."""
+    query = sa.select(Client)
+    if account_id is not None:
+        query = query.where(Client.account_id == account_id)
+    if after is not None:
+        created_at, client_id = after
+        query = query.where(
+            sa.or_(
+                Client.created_at > created_at,
+                sa.and_(Client.created_at == created_at, Client.id > client_id),
+            )
+        )
+    if client_type is not None:
+        query = query.where(Client.client_type == client_type)
+    if name_prefix is not None:
+        # autoescape: "_" is a legal name character and a LIKE wildcard.
+        query = query.where(Client.name.startswith(name_prefix, autoescape=True))
+    if tag is not None:
+        query = query.where(_has_tag(tag))
+    query = query.order_by(Client.created_at, Client.id).limit(limit)
+    return list(db.session.scalars(query))
+
+
+def _has_tag(tag: str) -> sa.ColumnElement[bool]:
+    if db.session.get_bind().dialect.name == "postgresql":
+        # JSONB containment (@>), which a GIN index can serve.
+        return Client.tags.contains([tag])
+    return sa.text(
+        "EXISTS (SELECT 1 FROM json_each(clients.tags) WHERE json_each.value = :tag)"
+    ).bindparams(tag=tag)
