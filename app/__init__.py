@@ -27,7 +27,7 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     from .clients.secrets import load_pepper
     from .clients.usage import UsageTracker
     from .extensions import db, migrate
-    from .keys.service import KeyRing
+    from .keys.service import KeyRing, KeyTiming
     from .runtime import Runtime
 
     db.init_app(app)
@@ -47,6 +47,7 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
             app.config["KEYS_DIR"],
             app.config["KEYS_PASSPHRASE"],
             app.config.get("KEY_REFRESH_INTERVAL", 10.0),
+            KeyTiming.from_config(app.config).publish_delay,
         ),
         pepper=pepper,
         usage=UsageTracker(app.config["LAST_USED_RESOLUTION"]),
@@ -56,9 +57,15 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     from .oauth.server import config_oauth
 
     config_oauth(app)
+    from . import ratelimit
+
+    ratelimit.init_app(app)
     register_error_handlers(app)
     _register_blueprints(app)
     _register_hooks(app)
+    from .keys import rotation
+
+    rotation.init_app(app)
     logging.getLogger("authlib").setLevel(logging.WARNING)
     return app
 
@@ -70,8 +77,12 @@ def _prepare_database_url(app: Flask) -> None:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {"timeout": 30})
     elif uri.startswith("postgresql"):
-        options.setdefault("pool_size", app.config.get("DB_POOL_SIZE", 10))
-        options.setdefault("max_overflow", 5)
+        # Sized for one gunicorn worker: a connection per thread plus one;
+        # the overflow absorbs the moment a thread holds two (request session
+        # and the last_used_at writer).
+        pool_size = int(app.config.get("DB_POOL_SIZE") or 5)
+        options.setdefault("pool_size", pool_size)
+        options.setdefault("max_overflow", pool_size)
         options.setdefault("pool_timeout", 5)
         options.setdefault("connect_args", {"connect_timeout": 5})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
@@ -90,6 +101,12 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(keys_cli)
     app.register_blueprint(admin_cli)
+
+    from . import docs, logging_setup, metrics
+
+    app.register_blueprint(docs.bp)
+    metrics.init_app(app)
+    logging_setup.init_app(app)
 
 
 def _register_hooks(app: Flask) -> None:

@@ -40,6 +40,18 @@ class Config:
     MANAGEMENT_AUDIENCE = os.environ.get("MANAGEMENT_AUDIENCE") or None
 
     JWKS_MAX_AGE = _int("JWKS_MAX_AGE", 300)
+    # Signing-key lifecycle (app/keys/service.py): the current key is
+    # replaced every KEY_ROTATION_INTERVAL seconds (0: only by hand); each
+    # process re-reads the keys every KEY_REFRESH_INTERVAL seconds and checks
+    # the schedule every KEY_SCHEDULE_INTERVAL seconds; KEY_CLOCK_SKEW is the
+    # allowance for verifiers' clocks.
+    KEY_ROTATION_INTERVAL = _int("KEY_ROTATION_INTERVAL", 30 * 86400)
+    KEY_REFRESH_INTERVAL = float(os.environ.get("KEY_REFRESH_INTERVAL") or 10.0)
+    KEY_SCHEDULE_INTERVAL = float(os.environ.get("KEY_SCHEDULE_INTERVAL") or 60.0)
+    KEY_CLOCK_SKEW = _int("KEY_CLOCK_SKEW", 60)
+    # Connections per process: one per gunicorn thread plus one for the
+    # last_used_at writer (see gunicorn.conf.py).
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", _int("THREADS", 4) + 1)
     # Seconds a cached client record (and its secret hashes) may be stale on
     # instances other than the one that changed it; the contract allows 5.
     CLIENT_CACHE_TTL = float(os.environ.get("CLIENT_CACHE_TTL") or 2.0)
@@ -50,6 +62,9 @@ class Config:
     AUTH_FAILURE_LIMIT_CLIENT = _int("AUTH_FAILURE_LIMIT_CLIENT", 20)
     AUTH_FAILURE_LIMIT_ADDRESS = _int("AUTH_FAILURE_LIMIT_ADDRESS", 300)
     AUTH_FAILURE_WINDOW = _int("AUTH_FAILURE_WINDOW", 60)
+    # Comma-separated addresses or CIDRs of reverse proxies whose
+    # X-Forwarded-For is believed (app/proxy.py); empty: the header is ignored.
+    TRUSTED_PROXIES = os.environ.get("TRUSTED_PROXIES") or ""
 
 
 class DevelopmentConfig(Config):

@@ -4,6 +4,20 @@ Status (next/current/retired) and the public JWK live in the database so
 every instance agrees on it; each private key is a PEM file in KEYS_DIR,
 encrypted with KEYS_PASSPHRASE when one is set. The partial unique indexes on
 signing_keys allow at most one current and one next key.
+
+Lifecycle (the JWKS publishes every next, current and unexpired retired key):
+
+    created as next ──rotate──▶ current ──rotate──▶ retired ──retires_at──▶ purged
+
+A key is in every instance's JWKS at most KEY_REFRESH_INTERVAL after it is
+created, and verifiers may cache an older JWKS for JWKS_MAX_AGE. So no
+instance signs with a key until it has existed for the *publish delay*
+(JWKS_MAX_AGE + KEY_REFRESH_INTERVAL + KEY_CLOCK_SKEW): each instance signs
+with the newest current-or-retired published key that is at least that old
+(see `choose_signing_key`). With the default schedule the next key is 30
+days old when promoted, so the switch is immediate; a manual rotation right
+after another one keeps signing with the previous key until the new current
+is old enough.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +38,7 @@ import jwt
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from flask import current_app, has_app_context
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .. import audit
@@ -31,9 +46,33 @@ from ..extensions import db
 from ..models import Client, SigningKey
 from ..timeutil import utcnow
 
-# Allowance for verifiers' clocks when deciding how long a retired key stays.
-CLOCK_SKEW = timedelta(seconds=60)
-MAX_TOKEN_TTL = 86400
+_ADVISORY_LOCK_ID = 734271
+
+
+@dataclass(frozen=True)
+class KeyTiming:
+    """The delays of the key lifecycle, in seconds (from the app config)."""
+
+    jwks_max_age: float = 300.0
+    refresh_interval: float = 10.0
+    clock_skew: float = 60.0
+
+    @property
+    def publish_delay(self) -> timedelta:
+        """How long a key must exist before any instance may sign with it."""
+        return timedelta(seconds=self.jwks_max_age + self.refresh_interval + self.clock_skew)
+
+    @classmethod
+    def from_config(cls, config: Any) -> KeyTiming:
+        return cls(
+            float(config.get("JWKS_MAX_AGE", 300)),
+            float(config.get("KEY_REFRESH_INTERVAL", 10.0)),
+            float(config.get("KEY_CLOCK_SKEW", 60)),
+        )
+
+
+def _timing() -> KeyTiming:
+    return KeyTiming.from_config(current_app.config) if has_app_context() else KeyTiming()
 
 
 def generate_private_key(alg: str):
@@ -128,14 +167,27 @@ def _new_key(alg: str, keys_dir: str, passphrase: str | None, status: str) -> Si
 
 
 def _lock_keys() -> None:
-    """Serialize rotations across instances (PostgreSQL advisory lock)."""
+    """Serialize key changes across instances until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: a write that
+    matches no row still takes the database's RESERVED lock, so a second
+    writer waits (busy timeout) instead of reading a state about to change.
+    """
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(734271)"))
+        db.session.execute(sa.text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})"))
+    elif db.engine.dialect.name == "sqlite":
+        db.session.execute(sa.text("UPDATE signing_keys SET status = status WHERE 1 = 0"))
 
 
 def keys_by_status() -> dict[str, list[SigningKey]]:
+    """Every key by status, oldest first, re-read from the database."""
     result: dict[str, list[SigningKey]] = {"next": [], "current": [], "retired": []}
-    for key in db.session.scalars(sa.select(SigningKey).order_by(SigningKey.created_at)):
+    query = (
+        sa.select(SigningKey)
+        .order_by(SigningKey.created_at, SigningKey.kid)
+        .execution_options(populate_existing=True)
+    )
+    for key in db.session.scalars(query):
         result[key.status].append(key)
     return result
 
@@ -158,25 +210,35 @@ def longest_token_ttl() -> int:
     return int(value or 3600)
 
 
-def rotate_keys(alg: str, keys_dir: str, passphrase: str | None, actor: str) -> SigningKey:
-    """Promote next to current, retire current, make a new next.
+def rotate_keys(
+    alg: str,
+    keys_dir: str,
+    passphrase: str | None,
+    actor: str,
+    timing: KeyTiming | None = None,
+) -> SigningKey:
+    """Promote next to current, retire current, make a new next; returns the new current.
 
-    The retired key stays published until every token it signed has expired:
-    its retires_at is now + the longest client TTL + clock skew.
+    Instances may keep signing with the retired key until the promoted one
+    has been published for the publish delay (plus one refresh), so the
+    retired key stays published until that moment + the longest client TTL
+    + clock skew: every token it signed has expired by then.
     """
+    timing = timing or _timing()
     _lock_keys()
     keys = keys_by_status()
     now = utcnow()
+    promoted = keys["next"][0] if keys["next"] else _new_key(alg, keys_dir, passphrase, "next")
+    signs_until = max(now, _aware(promoted.created_at) + timing.publish_delay) + timedelta(
+        seconds=timing.refresh_interval
+    )
+    skew = timedelta(seconds=timing.clock_skew)
     for old in keys["current"]:
         old.status = "retired"
-        old.retires_at = now + timedelta(seconds=longest_token_ttl()) + CLOCK_SKEW
+        old.retires_at = signs_until + timedelta(seconds=longest_token_ttl()) + skew
     db.session.flush()
-    if keys["next"]:
-        promoted = keys["next"][0]
-        promoted.status = "current"
-        promoted.activated_at = now
-    else:
-        promoted = _new_key(alg, keys_dir, passphrase, "current")
+    promoted.status = "current"
+    promoted.activated_at = now
     db.session.flush()
     _new_key(alg, keys_dir, passphrase, "next")
     db.session.flush()
@@ -184,8 +246,57 @@ def rotate_keys(alg: str, keys_dir: str, passphrase: str | None, actor: str) -> 
     return promoted
 
 
+def rotation_due(interval: float, now: datetime | None = None) -> bool:
+    """True when the current key has been current for `interval` seconds (0: never)."""
+    if interval <= 0:
+        return False
+    activated = db.session.execute(
+        sa.select(SigningKey.activated_at, SigningKey.created_at).where(
+            SigningKey.status == "current"
+        )
+    ).first()
+    if activated is None:
+        # Only `keys init` makes the first keys; a missing current with a
+        # next waiting is repaired by promoting it.
+        return db.session.scalar(sa.select(sa.func.count()).where(SigningKey.status == "next")) > 0
+    since = _aware(activated.activated_at or activated.created_at)
+    return since <= (now or utcnow()) - timedelta(seconds=interval)
+
+
+def rotate_if_due(
+    alg: str, keys_dir: str, passphrase: str | None, interval: float, actor: str
+) -> SigningKey | None:
+    """Rotate once if the schedule says so; compare-and-set under the key lock.
+
+    Two instances that find the rotation due at the same moment both get
+    here; the second one to take the lock re-reads the keys, sees a fresh
+    current key and does nothing, so one rotation happens, not two.
+    """
+    if not rotation_due(interval):
+        return None
+    _lock_keys()
+    if not rotation_due(interval):
+        return None
+    return rotate_keys(alg, keys_dir, passphrase, actor)
+
+
+def expired_keys_exist(now: datetime | None = None) -> bool:
+    """True when a retired key is past its retires_at (cheap, lock-free check)."""
+    kid = db.session.scalar(
+        sa.select(SigningKey.kid)
+        .where(SigningKey.status == "retired", SigningKey.retires_at <= (now or utcnow()))
+        .limit(1)
+    )
+    return kid is not None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def purge_expired_keys(keys_dir: str) -> list[str]:
     """Delete retired keys whose tokens have all expired (rows and PEM files)."""
+    _lock_keys()
     now = utcnow()
     expired = db.session.scalars(
         sa.select(SigningKey).where(SigningKey.status == "retired", SigningKey.retires_at <= now)
@@ -215,7 +326,11 @@ class LoadedKey:
 
 @dataclass(frozen=True)
 class KeySnapshot:
-    """What one instance signs and verifies with, as of one database read."""
+    """What one instance signs and verifies with, as of one database read.
+
+    `current` is the key this instance signs with (see `choose_signing_key`),
+    which lags the database's current key until that one is safely published.
+    """
 
     current: LoadedKey | None
     verify_keys: dict[str, LoadedKey]
@@ -223,17 +338,53 @@ class KeySnapshot:
     jwks_etag: str
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    kid: str
+    status: str
+    created_at: datetime
+
+
+def choose_signing_key(
+    candidates: list[_Candidate], now: datetime, publish_delay: timedelta
+) -> str | None:
+    """The kid to sign with: never a next key, never one too new to be in cached JWKS.
+
+    Among the published current and retired keys (oldest first), the newest
+    one created at least `publish_delay` ago. When none is that old, every
+    key was made within the last few minutes by `keys init` (and rotations
+    right after it), so no verifier can hold a JWKS cached from before them:
+    the current key then.
+    """
+    usable = [c for c in candidates if c.status in ("current", "retired")]
+    if not usable:
+        return None
+    ripe = [c for c in usable if _aware(c.created_at) <= now - publish_delay]
+    if ripe:
+        return ripe[-1].kid
+    current = [c for c in usable if c.status == "current"]
+    return (current or usable)[-1].kid
+
+
 class KeyRing:
     """Per-process cache of the signing keys, refreshed from the database.
 
     Refreshing every `refresh_interval` seconds bounds how long an instance
-    keeps signing with a key another instance has rotated away.
+    keeps serving a JWKS, or signing with a key, that another instance has
+    rotated away.
     """
 
-    def __init__(self, keys_dir: str, passphrase: str | None, refresh_interval: float = 10.0):
+    def __init__(
+        self,
+        keys_dir: str,
+        passphrase: str | None,
+        refresh_interval: float = 10.0,
+        publish_delay: timedelta | None = None,
+    ):
         self.keys_dir = keys_dir
         self.passphrase = passphrase
         self.refresh_interval = refresh_interval
+        self.publish_delay = publish_delay if publish_delay is not None else timedelta(0)
         self._snapshot: KeySnapshot | None = None
         self._loaded_at = 0.0
         self._private: dict[str, LoadedKey] = {}
@@ -247,6 +398,7 @@ class KeyRing:
 
     def invalidate(self) -> None:
         self._loaded_at = 0.0
+        self._snapshot = None
 
     def reload(self) -> KeySnapshot:
         with self._lock:
@@ -256,40 +408,44 @@ class KeyRing:
                     SigningKey.alg,
                     SigningKey.status,
                     SigningKey.public_jwk,
+                    SigningKey.created_at,
                     SigningKey.retires_at,
-                ).order_by(SigningKey.created_at)
+                ).order_by(SigningKey.created_at, SigningKey.kid)
             ).all()
             now = utcnow()
             verify: dict[str, LoadedKey] = {}
             published = []
-            current = None
+            candidates: list[_Candidate] = []
             for row in rows:
-                if row.status == "retired" and (row.retires_at is None or row.retires_at <= now):
+                if row.status == "retired" and (
+                    row.retires_at is None or _aware(row.retires_at) <= now
+                ):
                     continue
                 published.append(row.public_jwk)
                 loaded = self._private.get(row.kid)
                 if loaded is None:
-                    loaded = self._load(row.kid, row.alg, row.public_jwk, row.status)
+                    loaded = self._load(row.kid, row.alg, row.public_jwk)
                     if loaded.private_key is not None:
                         self._private[row.kid] = loaded
                 verify[row.kid] = loaded
-                if row.status == "current":
-                    current = loaded if loaded.private_key is not None else None
+                if loaded.private_key is not None:
+                    candidates.append(_Candidate(row.kid, row.status, row.created_at))
+            signing = choose_signing_key(candidates, now, self.publish_delay)
             body = json.dumps({"keys": published}, separators=(",", ":")).encode()
             etag = hashlib.sha256(body).hexdigest()[:32]
-            snap = KeySnapshot(current, verify, body, etag)
+            snap = KeySnapshot(verify.get(signing) if signing else None, verify, body, etag)
             self._snapshot = snap
             self._loaded_at = time.monotonic()
             # Keep only the private keys still in use.
             self._private = {k: v for k, v in self._private.items() if k in verify}
             return snap
 
-    def _load(self, kid: str, alg: str, jwk: dict, status: str) -> LoadedKey:
+    def _load(self, kid: str, alg: str, jwk: dict) -> LoadedKey:
         public_key = jwt.PyJWK.from_dict(jwk).key
-        private_key = None
-        if status in ("current", "next"):
-            try:
-                private_key = load_private_key(self.keys_dir, kid, self.passphrase)
-            except FileNotFoundError:
-                private_key = None
+        try:
+            private_key = load_private_key(self.keys_dir, kid, self.passphrase)
+        except FileNotFoundError:
+            # Another instance's key whose PEM is not on this volume: verify
+            # with it, never sign with it.
+            private_key = None
         return LoadedKey(kid, alg, private_key, public_key)
