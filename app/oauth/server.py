@@ -329,5 +329,8 @@ def config_oauth(app: Flask) -> AuthorizationServer:
     )
     server.register_token_generator("default", server.token_generator)
     server.register_grant(ClientCredentialsGrant)
+    from .assertion import authenticate_assertion
+
+    server.assertion_authenticator = authenticate_assertion
     app.extensions["ccserver.oauth"] = server
     return server

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from ..clients.service import MANAGEMENT_SCOPES
+from . import introspection
 
 bp = Blueprint("oauth", __name__)
 
@@ -17,6 +18,18 @@ def _server():
 def issue_token():
     """RFC 6749 §4.4.2: the client credentials access token request."""
     return _server().create_token_response()
+
+
+@bp.post("/oauth2/introspect")
+def introspect_token():
+    """RFC 7662 §2: token introspection for any authenticated client."""
+    return introspection.introspection_response(_server())
+
+
+@bp.post("/oauth2/revoke")
+def revoke_token():
+    """RFC 7009 §2: a client revokes one of its own tokens."""
+    return introspection.revocation_response(_server())
 
 
 @bp.get("/.well-known/oauth-authorization-server")
