@@ -1,0 +1,149 @@
+"""Integration: the Alembic revisions build, drop and rebuild the schema on an empty database.
+
+Runs on a fresh SQLite file always, and on a scratch PostgreSQL database (created and
+dropped here, never the shared test database) when DATABASE_URL is PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import downgrade, upgrade
+
+from app import create_app
+from app.extensions import db
+from tests.conftest import TEST_PEPPER
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {
+    "clients",
+    "client_secrets",
+    "client_keys",
+    "signing_keys",
+    "audit_events",
+    "revoked_tokens",
+    "used_assertions",
+    "auth_failures",
+}
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'migrate.db'}"
+
+
+@pytest.fixture
+def scratch_postgres() -> Iterator[str]:
+    """A PostgreSQL database of its own, dropped afterwards."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("DATABASE_URL is not PostgreSQL")
+    base = sa.make_url(url)
+    name = f"{base.database}_migr_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _app(url: str, tmp_path: Path):
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": url,
+            "KEYS_DIR": str(tmp_path / "keys"),
+            "SECRET_PEPPER": TEST_PEPPER,
+            "REDIS_URL": None,
+        }
+    )
+
+
+def _tables() -> set[str]:
+    return set(sa.inspect(db.engine).get_table_names()) - {"alembic_version"}
+
+
+def _check_round_trip(url: str, tmp_path: Path) -> None:
+    app = _app(url, tmp_path)
+    with app.app_context():
+        try:
+            assert _tables() == set()
+            upgrade()
+            assert _tables() == TABLES
+            inspector = sa.inspect(db.engine)
+            uniques = {
+                tuple(u["column_names"]) for u in inspector.get_unique_constraints("clients")
+            }
+            uniques |= {
+                tuple(i["column_names"]) for i in inspector.get_indexes("clients") if i["unique"]
+            }
+            assert ("account_id", "name") in uniques
+            secret_columns = {c["name"] for c in inspector.get_columns("client_secrets")}
+            assert {"secret_hash", "expires_at", "last_used_at", "description"} <= secret_columns
+            # The revisions and the models describe the same schema.
+            with db.engine.connect() as conn:
+                diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
+            assert diff == [], diff
+
+            downgrade(revision="base")
+            db.session.remove()
+            assert _tables() == set()
+
+            upgrade()
+            assert _tables() == TABLES
+            upgrade()  # safe to run twice
+            assert _tables() == TABLES
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_sqlite(tmp_path):
+    _check_round_trip(_sqlite_url(tmp_path), tmp_path)
+
+
+def test_upgrade_downgrade_upgrade_postgresql(scratch_postgres, tmp_path):
+    _check_round_trip(scratch_postgres, tmp_path)
+
+
+def test_single_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1
+
+
+def test_flask_db_upgrade_command_twice(tmp_path):
+    """`flask --app wsgi db upgrade` as an operator runs it, on an empty SQLite file."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": _sqlite_url(tmp_path),
+        "KEYS_DIR": str(tmp_path / "keys"),
+        "SECRET_PEPPER": TEST_PEPPER,
+    }
+    env.pop("REDIS_URL", None)
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi", "db"]
+    for _ in range(2):
+        done = subprocess.run(
+            [*flask, "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+    engine = sa.create_engine(env["DATABASE_URL"])
+    try:
+        assert set(sa.inspect(engine).get_table_names()) >= TABLES
+    finally:
+        engine.dispose()
