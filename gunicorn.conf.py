@@ -1,6 +1,8 @@
 """Production gunicorn settings; PORT and WORKERS come from the environment."""
 
 import os
+import tempfile
+from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WORKERS", "2"))
@@ -16,3 +18,24 @@ max_requests_jitter = 1000 if max_requests else 0
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+# Prometheus multi-process mode (app/metrics.py): each worker writes its
+# metrics to files here and /metrics sums them. Workers inherit it from this
+# process, before any of them imports prometheus_client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ccserver-metrics-")
+
+
+def on_starting(server):
+    """Start from an empty metrics directory: a previous run's files would be summed in."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
+def child_exit(server, worker):
+    """Forget a dead worker's live gauges, as prometheus_client's multiprocess docs say."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
