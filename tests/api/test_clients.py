@@ -271,3 +271,164 @@ def test_concurrent_creates_with_one_name(app, factory, database_url):
         assert db.session.scalar(
             sa.select(sa.func.count()).select_from(Client).where(Client.name == "race")
         ) == 1  # fmt: skip
+
+
+BAD_FIELDS = [
+    ("name", None),
+    ("name", ""),
+    ("name", "Upper"),
+    ("name", "-lead"),
+    ("name", "a" * 64),
+    ("name", "naïve"),
+    ("name", "trailing\n"),
+    ("name", 12),
+    ("friendly_name", ""),
+    ("friendly_name", "x" * 201),
+    ("friendly_name", 5),
+    ("description", "x" * 2001),
+    ("description", ["a"]),
+    ("tags", "test"),
+    ("tags", [""]),
+    ("tags", ["x" * 65]),
+    ("tags", [f"t{i}" for i in range(21)]),
+    ("tags", [1]),
+    ("tags", ["a", "a"]),
+    ("tags", None),
+    ("client_type", "root"),
+    ("client_type", None),
+    ("owner", "x" * 255),
+    ("owner", 3),
+    ("scopes", "read write"),
+    ("scopes", ["read write"]),
+    ("scopes", ['quo"te']),
+    ("scopes", ["back\\slash"]),
+    ("scopes", [""]),
+    ("scopes", ["é"]),
+    ("scopes", [f"s{i}" for i in range(101)]),
+    ("audiences", [""]),
+    ("audiences", "https://a"),
+    ("audiences", [None]),
+    ("access_token_ttl", 59),
+    ("access_token_ttl", 86401),
+    ("access_token_ttl", "3600"),
+    ("access_token_ttl", 3600.5),
+    ("access_token_ttl", True),
+    ("access_token_ttl", None),
+    ("locked", "false"),
+    ("locked", 0),
+    ("disabled", 1),
+    ("disabled", None),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_FIELDS)
+def test_bad_field_is_400_and_changes_nothing(client, admin, app, field, value):
+    existing = create(client, admin, name="existing").get_json()
+    url = f"{API}/{existing['id']}"
+    before = counts(app)
+    body = {"name": "fresh", field: value}
+    responses = [
+        client.post(API, json=body, headers=admin),
+        client.put(url, json=body, headers=admin),
+        client.patch(url, json={field: value}, headers=admin),
+    ]
+    for response in responses:
+        assert response.status_code == 400, (field, value, response.get_json())
+        problem = response.get_json()
+        assert response.mimetype == "application/problem+json"
+        assert problem["status"] == 400
+        assert problem["errors"][0]["field"].startswith(field)
+        assert problem["errors"][0]["message"]
+    assert counts(app) == before
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "id",
+        "account_id",
+        "created_at",
+        "updated_at",
+        "version",
+        "client_secret",
+        "secret_id",
+        "Name",
+        "extra",
+    ],
+)
+def test_read_only_and_unknown_fields_are_400(client, admin, app, field):
+    existing = create(client, admin, name="existing").get_json()
+    url = f"{API}/{existing['id']}"
+    before = counts(app)
+    value = existing.get(field, "x")
+    for response in (
+        client.post(API, json={"name": "fresh", field: value}, headers=admin),
+        client.put(url, json={"name": "fresh", field: value}, headers=admin),
+        client.patch(url, json={field: value}, headers=admin),
+    ):
+        assert response.status_code == 400
+        assert response.get_json()["errors"][0]["field"] == field
+    assert counts(app) == before
+
+
+def test_bodies_that_are_not_json_objects(client, admin, app):
+    existing = create(client, admin, name="existing").get_json()
+    url = f"{API}/{existing['id']}"
+    before = counts(app)
+    cases = [
+        ("application/json", b"{not json", 400),
+        ("application/json", b"[]", 400),
+        ("application/json", b'"name"', 400),
+        ("application/json", b"null", 400),
+        ("application/json", b"", 400),
+        ("application/json", b'{"name": NaN}', 400),
+        ("application/json", b"\xff\xfe", 400),
+        ("application/json", b"[" * 5000 + b"]" * 5000, 400),
+        ("text/plain", b'{"name": "x"}', 415),
+        ("application/x-www-form-urlencoded", b"name=x", 415),
+        (None, b'{"name": "x"}', 415),
+    ]
+    for content_type, data, status in cases:
+        headers = dict(admin)
+        if content_type:
+            headers["Content-Type"] = content_type
+        for method, target in ((client.post, API), (client.put, url), (client.patch, url)):
+            response = method(target, data=data, headers=headers)
+            assert response.status_code == status, (content_type, data[:20], response.get_json())
+            assert response.mimetype == "application/problem+json"
+    assert counts(app) == before
+
+
+def test_huge_body_is_413_problem(client, admin, app):
+    before = counts(app)
+    response = client.post(API, json={"name": "big", "description": "x" * 70_000}, headers=admin)
+    assert response.status_code == 413
+    assert response.mimetype == "application/problem+json"
+    assert counts(app) == before
+
+
+def test_utf8_text_fields_round_trip(client, admin):
+    body = create(
+        client, admin, name="intl", friendly_name="Zürich Lesegerät ✓", tags=["日本"], owner="ü@x"
+    ).get_json()
+    shown = client.get(f"{API}/{body['id']}", headers=admin).get_json()
+    assert shown["friendly_name"] == "Zürich Lesegerät ✓" and shown["tags"] == ["日本"]
+
+
+def test_boundary_values_are_accepted(client, admin):
+    body = create(
+        client,
+        admin,
+        name="a" * 63,
+        friendly_name="f" * 200,
+        description="d" * 2000,
+        tags=["t" * 64] + [f"t{i}" for i in range(19)],
+        owner="o" * 254,
+        scopes=["!#[]~", "read"],
+        access_token_ttl=60,
+    )
+    assert body.status_code == 201, body.get_json()
+    patched = client.patch(
+        f"{API}/{body.get_json()['id']}", json={"access_token_ttl": 86400}, headers=admin
+    )
+    assert patched.status_code == 200
