@@ -181,3 +181,25 @@ class Factory:
 @pytest.fixture
 def factory(app, client) -> Factory:
     return Factory(app, client)
+
+
+@pytest.fixture
+def scratch_database_url(tmp_path) -> Iterator[str]:
+    """A fresh empty database: a new PostgreSQL one if DATABASE_URL is PostgreSQL."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+        return
+    import uuid
+
+    base = sa.make_url(url)
+    name = f"{base.database}_scratch_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

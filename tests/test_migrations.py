@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,25 +36,6 @@ TABLES = {
 
 def _sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'migrate.db'}"
-
-
-@pytest.fixture
-def scratch_postgres() -> Iterator[str]:
-    """A PostgreSQL database of its own, dropped afterwards."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        pytest.skip("DATABASE_URL is not PostgreSQL")
-    base = sa.make_url(url)
-    name = f"{base.database}_migr_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _app(url: str, tmp_path: Path):
@@ -114,8 +93,10 @@ def test_upgrade_downgrade_upgrade_sqlite(tmp_path):
     _check_round_trip(_sqlite_url(tmp_path), tmp_path)
 
 
-def test_upgrade_downgrade_upgrade_postgresql(scratch_postgres, tmp_path):
-    _check_round_trip(scratch_postgres, tmp_path)
+def test_upgrade_downgrade_upgrade_postgresql(scratch_database_url, tmp_path):
+    if not scratch_database_url.startswith("postgresql"):
+        pytest.skip("DATABASE_URL is not PostgreSQL")
+    _check_round_trip(scratch_database_url, tmp_path)
 
 
 def test_single_head():
