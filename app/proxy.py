@@ -1,0 +1,93 @@
+"""The client's network address, honouring X-Forwarded-For only from trusted proxies.
+
+`TRUSTED_PROXIES` is a comma-separated list of addresses or CIDR blocks
+(default empty). When the peer (`REMOTE_ADDR`) is not in it, the header is
+ignored: anyone can write X-Forwarded-For, so trusting it from an untrusted
+peer would let an attacker pick the address that rate limits count against.
+When the peer is trusted, the header is read from the right: each trusted
+proxy appends the address it saw, so the first entry (from the right) that is
+not itself a trusted proxy is the client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from functools import lru_cache
+
+from flask import current_app, request
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=32)
+def _parse_networks(spec: str) -> tuple[Network, ...]:
+    networks = []
+    for part in spec.split(","):
+        part = part.strip()
+        if part:
+            # strict=False: "10.0.0.1/8" means the block, as operators expect.
+            networks.append(ipaddress.ip_network(part, strict=False))
+    return tuple(networks)
+
+
+def parse_trusted_proxies(value: str | Iterable[str] | None) -> tuple[Network, ...]:
+    """Networks from a comma-separated string or a list of strings.
+
+    :raise ValueError: an entry is not an address or CIDR block.
+    """
+    if not value:
+        return ()
+    if not isinstance(value, str):
+        value = ",".join(value)
+    return _parse_networks(value)
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = value.strip()
+    # "[2001:db8::1]:443" and "192.0.2.1:443" forms some proxies write.
+    if value.startswith("[") and "]" in value:
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address, networks: tuple[Network, ...]) -> bool:
+    return address is not None and any(address in network for network in networks)
+
+
+def resolve_client_address(
+    remote_addr: str | None, forwarded_for: list[str], networks: tuple[Network, ...]
+) -> str:
+    """The client address given the peer, the X-Forwarded-For values and trusted networks."""
+    peer = _ip(remote_addr or "")
+    fallback = str(peer) if peer is not None else (remote_addr or "unknown")
+    if not networks or not _trusted(peer, networks):
+        return fallback
+    hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    client = fallback
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            # A trusted proxy wrote something that is not an address: stop at
+            # the last hop we could trust rather than believe what lies left of it.
+            return client
+        client = str(address)
+        if not _trusted(address, networks):
+            return client
+    # Every hop is a trusted proxy: the leftmost one is as far as we can see.
+    return client
+
+
+def client_address() -> str:
+    """The address of the client of the current request (see the module docstring)."""
+    networks = parse_trusted_proxies(current_app.config.get("TRUSTED_PROXIES"))
+    forwarded = request.headers.get("X-Forwarded-For", "") if networks else ""
+    return resolve_client_address(request.remote_addr, [forwarded], networks)

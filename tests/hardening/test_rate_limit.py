@@ -1,0 +1,231 @@
+"""Integration tests: failed client authentications are limited (contract 3).
+
+Every test runs on the database counters and, when TEST_REDIS_URL is set, on
+Redis counters; all go through HTTP with real secrets.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+
+from app.proxy import parse_trusted_proxies, resolve_client_address
+from tests.conftest import basic_auth
+
+WINDOW = 2
+TOKEN = {"grant_type": "client_credentials"}
+
+BACKENDS = [
+    "database",
+    pytest.param(
+        "redis",
+        marks=pytest.mark.skipif(
+            not os.environ.get("TEST_REDIS_URL"), reason="TEST_REDIS_URL is not set"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def limits() -> dict:
+    """Override in a test with indirect values to change the limits."""
+    return {}
+
+
+@pytest.fixture
+def app_config(base_config, migrated, backend, limits) -> dict:
+    config = dict(base_config)
+    config["REDIS_URL"] = os.environ.get("TEST_REDIS_URL") if backend == "redis" else None
+    config.update(
+        AUTH_FAILURE_WINDOW=WINDOW,
+        AUTH_FAILURE_LIMIT_CLIENT=20,
+        AUTH_FAILURE_LIMIT_ADDRESS=300,
+        TRUSTED_PROXIES="",
+    )
+    config.update(limits)
+    return config
+
+
+def fresh_window(needed: float = 1.2) -> None:
+    """Make sure `needed` seconds are left in the window, so a test's burst fits in one."""
+    left = WINDOW - time.time() % WINDOW
+    if left < needed:
+        time.sleep(left + 0.02)
+
+
+def assert_throttled(response) -> int:
+    """The response is 429 slow_down in RFC 6749 shape; returns Retry-After."""
+    assert response.status_code == 429, response.get_json()
+    body = response.get_json()
+    assert body["error"] == "slow_down"
+    assert set(body) <= {"error", "error_description", "error_uri"}
+    assert response.headers["Cache-Control"] == "no-store"
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= WINDOW
+    return retry_after
+
+
+def test_thousand_wrong_secrets_are_throttled_then_right_secret_works(client, factory):
+    cid, secret = factory.client()
+    statuses = []
+    start = time.time()
+    for i in range(1000):
+        response = client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"wrong{i}"))
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert_throttled(response)
+    end = time.time()
+    assert set(statuses) <= {401, 429}
+    windows = math.floor(end / WINDOW) - math.floor(start / WINDOW) + 1
+    # At most the limit per window got a credential check; the rest were refused.
+    assert statuses.count(401) <= 20 * windows
+    assert statuses.count(429) >= 1000 - 20 * windows
+    assert statuses[:20] == [401] * 20 or windows > 1
+
+    # Whatever the attacker did, the client works again within one window.
+    deadline = time.time() + WINDOW + 1
+    while True:
+        response = client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret))
+        if response.status_code == 200:
+            break
+        time.sleep(assert_throttled(response))
+        assert time.time() < deadline, "locked out for longer than the window"
+    assert response.get_json()["token_type"] == "Bearer"
+
+
+def test_limit_refuses_right_secret_and_ends_with_window(app, client, factory):
+    cid, secret = factory.client()
+    other_cid, other_secret = factory.client()
+    fresh_window()
+    for i in range(20):
+        response = client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"x{i}"))
+        assert response.status_code == 401
+    # Past the limit even the right secret is refused, before it is checked.
+    assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret)))
+    # client_secret_post names the same client id: the same limit holds.
+    response = client.post(
+        "/oauth2/token", data={**TOKEN, "client_id": cid, "client_secret": secret}
+    )
+    assert_throttled(response)
+    # 429-answered attempts are not failures: the stored count stays at the limit.
+    for i in range(30):
+        assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"y{i}")))
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+        limiter = app.extensions["ccserver.ratelimit"]
+        window_start = int(time.time() // WINDOW) * WINDOW
+        counts = limiter._counters().counts([f"client:{cid}", "addr:127.0.0.1"], window_start)
+    assert counts == [20, 20]
+    # Another client from the same address is unaffected (address limit is 300).
+    factory.token(other_cid, other_secret)
+
+    time.sleep(WINDOW - time.time() % WINDOW + 0.02)
+    assert factory.token(cid, secret)["access_token"]
+
+
+@pytest.mark.parametrize("limits", [{"AUTH_FAILURE_LIMIT_ADDRESS": 30}])
+def test_address_rotating_client_ids_is_throttled_by_address(client, factory):
+    cid, secret = factory.client()
+    fresh_window()
+    statuses = []
+    for i in range(100):
+        headers = basic_auth(f"guess-{i}-{os.urandom(3).hex()}", "wrong")
+        response = client.post("/oauth2/token", data=TOKEN, headers=headers)
+        statuses.append(response.status_code)
+    assert statuses[:30] == [401] * 30
+    assert statuses[30:] == [429] * 70
+    # The address is blocked even for a good client; other addresses are not.
+    assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret)))
+    response = client.post(
+        "/oauth2/token",
+        data=TOKEN,
+        headers=basic_auth(cid, secret),
+        environ_base={"REMOTE_ADDR": "198.51.100.7"},
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {
+            "AUTH_FAILURE_LIMIT_ADDRESS": 5,
+            "AUTH_FAILURE_LIMIT_CLIENT": 0,
+            "TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::/32",
+        }
+    ],
+)
+def test_forwarded_for_is_honoured_only_from_trusted_proxies(client, factory):
+    cid, secret = factory.client()
+    fresh_window()
+
+    def attempt(remote: str, forwarded: str | None, good: bool = False):
+        headers = basic_auth(cid, secret if good else "wrong")
+        if forwarded is not None:
+            headers["X-Forwarded-For"] = forwarded
+        return client.post(
+            "/oauth2/token", data=TOKEN, headers=headers, environ_base={"REMOTE_ADDR": remote}
+        )
+
+    # Through a trusted proxy the address is the one the proxy saw, not the proxy's.
+    for _ in range(5):
+        assert attempt("10.0.0.1", "203.0.113.5").status_code == 401
+    assert_throttled(attempt("10.0.0.2", "203.0.113.5", good=True))
+    # A spoofed leftmost entry does not help: the proxy appended the real peer.
+    assert_throttled(attempt("10.0.0.1", "192.0.2.99, 203.0.113.5", good=True))
+    # Another client behind the same proxy is not blocked by its neighbour.
+    assert attempt("10.0.0.1", "203.0.113.6", good=True).status_code == 200
+
+    # From an untrusted peer the header is ignored: rotating it changes nothing.
+    for i in range(5):
+        assert attempt("192.0.2.1", f"198.51.100.{i}").status_code == 401
+    assert_throttled(attempt("192.0.2.1", "198.51.100.200", good=True))
+    assert attempt("192.0.2.2", None, good=True).status_code == 200
+
+
+def test_introspection_and_revocation_share_the_limit(client, factory):
+    cid, secret = factory.client()
+    paths = ["/oauth2/introspect", "/oauth2/revoke"]
+    for path in paths:
+        probe = client.post(path, data={"token": "x"}, headers=basic_auth("nobody", "wrong"))
+        if probe.status_code == 404:
+            pytest.skip(f"{path} does not exist yet")
+        assert probe.status_code == 401
+    fresh_window()
+    for i in range(20):
+        path = paths[i % 2]
+        response = client.post(path, data={"token": "x"}, headers=basic_auth(cid, "wrong"))
+        assert response.status_code == 401
+    for path in paths:
+        assert_throttled(client.post(path, data={"token": "x"}, headers=basic_auth(cid, secret)))
+    # Failures at those endpoints count for the token endpoint too.
+    assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret)))
+
+
+TRUSTED = parse_trusted_proxies("10.0.0.0/8,2001:db8::/32")
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded", "expected"),
+    [
+        ("192.0.2.1", "203.0.113.5", "192.0.2.1"),  # untrusted peer: header ignored
+        ("10.0.0.1", "", "10.0.0.1"),  # trusted peer, no header
+        ("10.0.0.1", "203.0.113.5", "203.0.113.5"),
+        ("10.0.0.1", "1.1.1.1, 203.0.113.5", "203.0.113.5"),  # leftmost is spoofable
+        ("10.0.0.1", "203.0.113.5, 10.1.2.3", "203.0.113.5"),  # two trusted hops
+        ("10.0.0.1", "10.9.9.9, 10.1.2.3", "10.9.9.9"),  # all trusted: leftmost
+        ("10.0.0.1", "garbage, 10.1.2.3", "10.1.2.3"),  # stop at the last good hop
+        ("10.0.0.1", "203.0.113.5:4711", "203.0.113.5"),
+        ("2001:db8::1", "[2001:db8:1::5]:443, 2001:0db8::2", "2001:db8:1::5"),
+        ("::ffff:10.0.0.1", "198.51.100.1", "198.51.100.1"),
+    ],
+)
+def test_resolve_client_address(remote, forwarded, expected):
+    assert resolve_client_address(remote, [forwarded], TRUSTED) == expected
