@@ -175,6 +175,8 @@ class AuthorizationServer(_AuthorizationServer):
     assertion_authenticator: AssertionAuthenticator | None = None
     #: Called with (request, client_id) after every failed authentication.
     on_auth_failure: Callable[[FormRequest, str | None], None] | None = None
+    #: Set by app.ratelimit: refuses (429) a client id or address past its limit.
+    rate_limiter = None
 
     def create_oauth2_request(self, request) -> FormRequest:
         if isinstance(request, FormRequest):
@@ -198,6 +200,9 @@ class AuthorizationServer(_AuthorizationServer):
         :raise InvalidRequestError: more than one method in the request.
         :raise ClientAuthenticationFailed: anything else that is not a success.
         """
+        if self.rate_limiter is not None:
+            # Before any credential check: past the limit even a right secret is refused.
+            self.rate_limiter.check(request)
         data = request.payload.data
         auth_header = request.headers.get("Authorization")
         used = []
