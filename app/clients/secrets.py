@@ -13,7 +13,16 @@ import hashlib
 import hmac
 import os
 import secrets as _random
+from datetime import timedelta
 from pathlib import Path
+
+import sqlalchemy as sa
+
+from .. import audit
+from ..errors import Conflict, NotFound
+from ..extensions import db
+from ..models import Client, ClientSecret
+from ..timeutil import utcnow
 
 SECRET_PREFIX = "ccs_"
 HINT_LENGTH = 4
@@ -66,3 +75,117 @@ def load_pepper(configured: str | None, keys_dir: str) -> bytes:
     if not value:
         raise RuntimeError(f"{path} is empty; delete it or set SECRET_PEPPER")
     return value.encode("utf-8")
+
+
+# --- Secret management (contract 2.2). Services add and flush; callers commit.
+#
+# `service` and `records` import this module for the hashing helpers above,
+# so the management functions below import them lazily to avoid a cycle.
+
+
+def _ensure_unlocked(client: Client) -> None:
+    """:raise Conflict: client_locked when the client is locked."""
+    if client.locked:
+        raise Conflict(
+            'The client is locked; unlock it with {"locked": false} first.',
+            code="client_locked",
+        )
+
+
+def list_secrets(client: Client) -> list[ClientSecret]:
+    """Every secret row of the client, expired ones included, oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(ClientSecret)
+            .where(ClientSecret.client_id == client.id)
+            .order_by(ClientSecret.created_at, ClientSecret.id)
+        )
+    )
+
+
+def create_secret(
+    client: Client,
+    pepper: bytes,
+    actor: str,
+    *,
+    description: str | None = None,
+    expires_in: int | None = None,
+) -> tuple[ClientSecret, str]:
+    """Add a secret to a client whose row the caller has locked (get_client for_update).
+
+    :raise Conflict: client_locked, or too_many_secrets past five active ones.
+    """
+    from .service import add_secret
+
+    _ensure_unlocked(client)
+    return add_secret(client, pepper, actor, description=description, expires_in=expires_in)
+
+
+def rotate_secret(
+    client: Client, grace_period: int, actor: str, pepper: bytes
+) -> tuple[ClientSecret, str]:
+    """Make a new secret; every other active secret expires within grace_period seconds.
+
+    An earlier expiry a secret already had stays. The five-active limit does
+    not refuse a rotation: the secrets it schedules to expire are on their way
+    out, and rotating is how an admin recovers from a leaked secret. The
+    caller must hold the client row lock (get_client(..., for_update=True)).
+
+    :raise Conflict: client_locked.
+    """
+    from .records import mark_client_changed
+    from .service import new_id
+
+    _ensure_unlocked(client)
+    now = utcnow()
+    cutoff = now + timedelta(seconds=grace_period)
+    active = db.session.scalars(
+        sa.select(ClientSecret).where(
+            ClientSecret.client_id == client.id,
+            sa.or_(ClientSecret.expires_at.is_(None), ClientSecret.expires_at > now),
+        )
+    )
+    for old in active:
+        if old.expires_at is None or old.expires_at > cutoff:
+            old.expires_at = cutoff
+    plaintext = generate_secret()
+    secret = ClientSecret(
+        id=new_id(),
+        client_id=client.id,
+        secret_hash=hash_secret(plaintext, pepper),
+        hint=secret_hint(plaintext),
+        description=None,
+        created_at=now,
+        expires_at=None,
+    )
+    db.session.add(secret)
+    db.session.flush()
+    mark_client_changed(client.id)
+    audit.record(actor, "secret.rotated", secret.id, client.account_id)
+    return secret, plaintext
+
+
+def delete_secret(client: Client, secret_id: str, actor: str) -> None:
+    """Delete one of the client's secrets; it stops working once the caller commits.
+
+    :raise NotFound: secret_not_found for an id that is not one of this client's.
+    :raise Conflict: client_locked.
+    """
+    from .records import mark_client_changed
+
+    secret = None
+    # Ids are at most 64 characters; anything else (or a NUL, which
+    # PostgreSQL refuses in text) cannot name a secret, so skip the query.
+    if 0 < len(secret_id) <= 64 and "\x00" not in secret_id:
+        secret = db.session.scalar(
+            sa.select(ClientSecret).where(
+                ClientSecret.id == secret_id, ClientSecret.client_id == client.id
+            )
+        )
+    if secret is None:
+        raise NotFound("No such secret.", code="secret_not_found")
+    _ensure_unlocked(client)
+    db.session.delete(secret)
+    db.session.flush()
+    mark_client_changed(client.id)
+    audit.record(actor, "secret.deleted", secret_id, client.account_id)
