@@ -350,20 +350,22 @@ def choose_signing_key(
 ) -> str | None:
     """The kid to sign with: never a next key, never one too new to be in cached JWKS.
 
-    Among the published current and retired keys (oldest first), the newest
-    one created at least `publish_delay` ago. When none is that old, every
-    key was made within the last few minutes by `keys init` (and rotations
-    right after it), so no verifier can hold a JWKS cached from before them:
-    the current key then.
+    The current key once it was created at least `publish_delay` ago;
+    until then the newest retired (still published) key that old. When no
+    key is that old, every key was made within the last few minutes by `keys
+    init` (and rotations right after it), so no verifier can hold a JWKS
+    cached from before them: the current key then.
     """
-    usable = [c for c in candidates if c.status in ("current", "retired")]
-    if not usable:
-        return None
-    ripe = [c for c in usable if _aware(c.created_at) <= now - publish_delay]
+    current = [c for c in candidates if c.status == "current"]
+    retired = sorted(
+        (c for c in candidates if c.status == "retired"), key=lambda c: _aware(c.created_at)
+    )
+    ripe = [c for c in current + retired[::-1] if _aware(c.created_at) <= now - publish_delay]
     if ripe:
-        return ripe[-1].kid
-    current = [c for c in usable if c.status == "current"]
-    return (current or usable)[-1].kid
+        return ripe[0].kid
+    if current or retired:
+        return (current or retired[::-1])[0].kid
+    return None
 
 
 class KeyRing:
