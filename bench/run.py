@@ -1,0 +1,748 @@
+"""`make bench`: load the production server's token endpoint on loopback and print figures.
+
+Starts the server as `make serve-prod` does (granian, or gunicorn for a
+comparison) on PostgreSQL with a seeded database, loads it with wrk (Debian
+package, installed when missing and we are root), then runs the same load
+against panva's oidc-provider from ../shared/peers and prints the ratio from
+the same run. Every load is bounded in time; only loopback is targeted.
+
+Environment (all optional):
+  BENCH_DATABASE_URL  PostgreSQL URL; its database name must contain "bench"
+                      (default postgresql+psycopg://postgres@127.0.0.1:5432/ccserver_bench,
+                      created when missing; the schema is rebuilt when needed)
+  BENCH_DURATION=10   seconds per measured scenario (1..120)
+  BENCH_CONNECTIONS=64  wrk connections
+  BENCH_CLIENTS=1000  seeded clients in the database (e.g. 1000000)
+  BENCH_ALGS="ES256 RS256"
+  BENCH_SCENARIOS="basic many jwt introspect"
+  BENCH_SERVERS=granian  any of: granian gunicorn-sync gunicorn-gthread
+  BENCH_WORKERS=1     server worker processes
+  BENCH_SERVER_CPUS=0   taskset list for the server ("" = unpinned)
+  BENCH_LOADGEN_CPUS=1  taskset list for wrk ("" = unpinned)
+  BENCH_PEER=1        also run ../shared/peers oidc-provider (0 to skip)
+  BENCH_PEERS_DIR     where the peer harness lives
+  BENCH_REDIS_URL     REDIS_URL for the server (default: none)
+  BENCH_PROFILE=0     1: py-spy the workers during one extra basic run, print top frames
+  BENCH_LISTING=1     time GET /api/v1/clients page 1 and page 5,000 (or the last)
+  BENCH_PORT=8790
+"""
+
+# A local benchmark driver: it runs our own tools (wrk, flask, granian, the peer
+# scripts) and opens loopback URLs only, which these rules cannot tell apart.
+# ruff: noqa: S603, S607, S310
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+PEPPER = "bench-pepper-not-for-production"
+BENCH_ACCOUNT = "bench"
+BASIC_ID = "bench-client"
+BASIC_SECRET = "bench-secret-0123456789abcdef"  # the peers' client, same credentials
+JWT_ID = "bench-jwt-client"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None else value
+
+
+DURATION = max(1, min(120, int(env("BENCH_DURATION", "10"))))
+CONNECTIONS = int(env("BENCH_CONNECTIONS", "64"))
+CLIENTS = int(env("BENCH_CLIENTS", "1000"))
+ALGS = env("BENCH_ALGS", "ES256 RS256").split()
+SCENARIOS = env("BENCH_SCENARIOS", "basic many jwt introspect").split()
+SERVERS = env("BENCH_SERVERS", "granian").split()
+WORKERS = int(env("BENCH_WORKERS", "1"))
+SERVER_CPUS = env("BENCH_SERVER_CPUS", "0")
+LOADGEN_CPUS = env("BENCH_LOADGEN_CPUS", "1")
+PORT = int(env("BENCH_PORT", "8790"))
+PEERS_DIR = Path(env("BENCH_PEERS_DIR", str(ROOT.parent / "shared" / "peers")))
+DATABASE_URL = env(
+    "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/ccserver_bench"
+)
+WARMUP = 2
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --- processes -----------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after "pid (comm) ": [0] state, [1] ppid, [11] utime, [12] stime, [13] cutime ...
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """The root pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time of the tree: live processes plus children the root already reaped."""
+    ticks = 0
+    for pid in process_tree(root):
+        fields = _stat(pid)
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])
+            if pid == root:
+                ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def machine_busy_seconds() -> float:
+    with open("/proc/stat") as handle:
+        parts = handle.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, parts[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS per process of a tree, sampled every 0.5 s."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.peak: dict[int, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for pid in process_tree(self.root):
+                self.peak[pid] = max(self.peak.get(pid, 0.0), rss_mib(pid))
+            self._halt.wait(0.5)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def worker_peak(self) -> float:
+        """Largest peak among the workers (the root too when it serves alone)."""
+        workers = [v for p, v in self.peak.items() if p != self.root] or list(self.peak.values())
+        return max(workers, default=0.0)
+
+
+def pinned(cpus: str, argv: list[str]) -> list[str]:
+    if cpus and shutil.which("taskset"):
+        return ["taskset", "-c", cpus, *argv]
+    return argv
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM the server we started, then SIGKILL its process group after 15 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+# --- database and data -----------------------------------------------------------
+
+
+def server_env(alg: str, keys_dir: str) -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(
+        DATABASE_URL=DATABASE_URL,
+        KEYS_DIR=keys_dir,
+        SIGNING_ALG=alg,
+        ISSUER=f"http://127.0.0.1:{PORT}",
+        SECRET_PEPPER=PEPPER,
+        LOG_LEVEL="warning",
+    )
+    out.pop("REDIS_URL", None)
+    if os.environ.get("BENCH_REDIS_URL"):
+        out["REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
+    return out
+
+
+def flask_cmd(args: list[str], alg: str, keys_dir: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "wsgi", *args],
+        cwd=ROOT,
+        env=server_env(alg, keys_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"flask {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def prepare_database(work: Path) -> Path:
+    """Create the bench database if needed, migrate it, seed clients; return the JWT key path."""
+    import psycopg
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(DATABASE_URL)
+    if not url.drivername.startswith("postgresql") or "bench" not in (url.database or ""):
+        raise SystemExit("BENCH_DATABASE_URL must be PostgreSQL with 'bench' in its database name")
+    admin = url.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [url.database])
+        if exists.fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{url.database}"')
+            log(f"created database {url.database}")
+    os.environ.setdefault("SECRET_PEPPER", PEPPER)
+    os.environ["DATABASE_URL"] = DATABASE_URL
+    flask_cmd(["db", "upgrade"], "ES256", str(work / "keys-migrate"))
+
+    from bench.seed import delete_seeded, seed_clients, seeded_count
+
+    engine = sa.create_engine(DATABASE_URL)
+    have = seeded_count(engine)
+    if have != CLIENTS:
+        log(f"seeding {CLIENTS:,} clients (had {have:,})")
+        delete_seeded(engine)
+        started = time.perf_counter()
+        seed_clients(engine, CLIENTS, PEPPER.encode())
+        with engine.connect() as conn:
+            conn.execute(sa.text("COMMIT"))
+            conn.execute(sa.text("ANALYZE clients"))
+            conn.execute(sa.text("ANALYZE client_secrets"))
+        log(f"seeded {CLIENTS:,} clients in {time.perf_counter() - started:.1f} s")
+    key_path = _bench_clients(engine, work)
+    engine.dispose()
+    return key_path
+
+
+def _bench_clients(engine, work: Path) -> Path:
+    """(Re)create the two named bench clients; return the JWT client's private key PEM."""
+    import sqlalchemy as sa
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from app.clients.secrets import hash_secret
+    from app.keys.service import public_jwk
+    from app.models import Client, ClientKey, ClientSecret
+    from app.timeutil import utcnow
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    kid = "bench-key-1"
+    jwk = public_jwk(private.public_key(), "ES256", kid)
+    key_path = work / "jwt-client.pem"
+    key_path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    now = utcnow()
+    base = {
+        "account_id": BENCH_ACCOUNT,
+        "friendly_name": "Bench",
+        "description": None,
+        "tags": [],
+        "client_type": "standard",
+        "owner": None,
+        "scopes": ["read", "write"],
+        "audiences": [],
+        "access_token_ttl": 3600,
+        "locked": False,
+        "disabled": False,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    with engine.begin() as conn:
+        for cid in (BASIC_ID, JWT_ID):
+            conn.execute(sa.delete(ClientSecret).where(ClientSecret.client_id == cid))
+            conn.execute(sa.delete(ClientKey).where(ClientKey.client_id == cid))
+            conn.execute(sa.delete(Client).where(Client.id == cid))
+        conn.execute(sa.insert(Client), [{**base, "id": BASIC_ID, "name": "bench-basic"}])
+        conn.execute(sa.insert(Client), [{**base, "id": JWT_ID, "name": "bench-jwt"}])
+        conn.execute(
+            sa.insert(ClientSecret),
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "client_id": BASIC_ID,
+                    "secret_hash": hash_secret(BASIC_SECRET, PEPPER.encode()),
+                    "hint": BASIC_SECRET[-4:],
+                    "created_at": now,
+                }
+            ],
+        )
+        conn.execute(
+            sa.insert(ClientKey),
+            [
+                {
+                    "client_id": JWT_ID,
+                    "kid": kid,
+                    "alg": "ES256",
+                    "public_jwk": jwk,
+                    "created_at": now,
+                }
+            ],
+        )
+    return key_path
+
+
+def reset_signing_keys(alg: str, keys_dir: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(DATABASE_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM signing_keys"))
+    engine.dispose()
+    flask_cmd(["keys", "init"], alg, keys_dir)
+
+
+def make_assertions(key_path: Path, count: int, audience: str, path: Path) -> None:
+    """Pre-sign `count` private_key_jwt assertions, each with its own jti (RFC 7523 §3)."""
+    import secrets
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    now = int(time.time())
+    header = {"kid": "bench-key-1", "typ": "JWT"}
+    with path.open("w") as out:
+        for _ in range(count):
+            claims = {
+                "iss": JWT_ID,
+                "sub": JWT_ID,
+                "aud": audience,
+                "iat": now,
+                "exp": now + 290,  # the contract allows at most 5 minutes ahead
+                "jti": secrets.token_urlsafe(16),
+            }
+            out.write(jwt.encode(claims, key, algorithm="ES256", headers=header))
+            out.write("\n")
+
+
+# --- servers ---------------------------------------------------------------------
+
+
+def start_server(kind: str, alg: str, keys_dir: str) -> subprocess.Popen:
+    e = server_env(alg, keys_dir)
+    e.update(HOST="127.0.0.1", PORT=str(PORT), WORKERS=str(WORKERS))
+    if kind == "granian":
+        argv = [
+            str(BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--workers",
+            str(WORKERS),
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "wsgi:app",
+        ]
+    elif kind.startswith("gunicorn-"):
+        e["WORKER_CLASS"] = kind.removeprefix("gunicorn-")
+        argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
+    else:
+        raise SystemExit(f"unknown server {kind!r}")
+    proc = subprocess.Popen(
+        pinned(SERVER_CPUS, argv),
+        cwd=ROOT,
+        env=e,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(Path(keys_dir).parent / f"server-{kind}-{alg}.log", "w"),  # noqa: SIM115
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{kind} exited with {proc.returncode}; see its log in the work dir")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    stop_process(proc)
+    raise SystemExit(f"{kind} did not become ready within 60 s")
+
+
+# --- load ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    target: str
+    alg: str
+    scenario: str
+    figures: dict = field(default_factory=dict)
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk (apt-get)")
+        for cmd in (["apt-get", "install", "-y", "-qq", "wrk"], ["apt-get", "update", "-qq"]):
+            subprocess.run(cmd, capture_output=True, timeout=300, check=False)
+            if shutil.which("wrk"):
+                return
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is required: apt-get install wrk")
+
+
+def run_wrk(url: str, script: str, args: list[str], seconds: int, conns: int) -> dict:
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        raise SystemExit(f"loopback targets only: {url}")
+    argv = pinned(
+        LOADGEN_CPUS,
+        [
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(WRK_DIR / script),
+            url,
+            "--",
+            *args,
+        ],
+    )
+    before = os.times()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    after = os.times()
+    figures = {}
+    for line in out.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("wrk_"):
+            figures[key[4:]] = float(value)
+    if "good" not in figures or os.environ.get("BENCH_DEBUG"):
+        log(out.stdout[-1500:] + out.stderr[-1500:])
+    if "good" not in figures:
+        raise SystemExit(f"could not parse wrk output:\n{out.stdout}\n{out.stderr}")
+    figures["loadgen_cpu_s"] = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return figures
+
+
+def measure(server_pid: int, url: str, script: str, args: list[str], warm_args=None) -> dict:
+    """Warm up briefly (unmeasured), then one measured wrk run with CPU and RSS sampling."""
+    run_wrk(url, script, warm_args or args, WARMUP, 2)
+    time.sleep(0.5)
+    sampler = RssSampler(server_pid)
+    sampler.start()
+    cpu0, busy0, t0 = cpu_seconds(server_pid), machine_busy_seconds(), time.monotonic()
+    figures = run_wrk(url, script, args, DURATION, CONNECTIONS)
+    cpu1, busy1, t1 = cpu_seconds(server_pid), machine_busy_seconds(), time.monotonic()
+    sampler.stop()
+    wall = t1 - t0
+    server_cpu = cpu1 - cpu0
+    figures.update(
+        server_cpu_s=server_cpu,
+        server_cores=server_cpu / wall,
+        per_cpu_s=figures["good"] / server_cpu if server_cpu else 0.0,
+        foreign_cores=max(0.0, (busy1 - busy0 - server_cpu - figures["loadgen_cpu_s"]) / wall),
+        worker_rss_peak_mib=sampler.worker_peak(),
+        rss_by_pid={p: round(v, 1) for p, v in sampler.peak.items()},
+    )
+    return figures
+
+
+def basic_header(client_id: str, secret: str) -> str:
+    quote = urllib.parse.quote
+    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def get_token(base: str) -> str:
+    request = urllib.request.Request(
+        f"{base}/oauth2/token",
+        data=b"grant_type=client_credentials&scope=read",
+        headers={
+            "Authorization": basic_header(BASIC_ID, BASIC_SECRET),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["access_token"]
+
+
+def bench_ours(kind: str, alg: str, work: Path, key_path: Path) -> list[Result]:
+    keys_dir = str(work / f"keys-{alg}")
+    reset_signing_keys(alg, keys_dir)
+    proc = start_server(kind, alg, keys_dir)
+    base = f"http://127.0.0.1:{PORT}"
+    token_url = f"{base}/oauth2/token"
+    target = f"{kind} w{WORKERS}"
+    results = []
+    try:
+        basic_file = work / "basic.txt"
+        basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
+        for scenario in SCENARIOS:
+            if scenario == "basic":
+                figures = measure(proc.pid, token_url, "token_basic.lua", [str(basic_file)])
+            elif scenario == "many":
+                from bench.seed import seed_client_id, seed_secret
+
+                many = work / "many.txt"
+                count = min(CLIENTS, 1000)
+                step = max(1, CLIENTS // count)
+                many.write_text(
+                    "".join(
+                        basic_header(seed_client_id(i), seed_secret(i)) + "\n"
+                        for i in range(0, count * step, step)
+                    )
+                )
+                figures = measure(proc.pid, token_url, "token_basic.lua", [str(many)])
+            elif scenario == "jwt":
+                warm, main = work / "assert-warm.txt", work / "assert-main.txt"
+                make_assertions(key_path, WARMUP * 2000, token_url, warm)
+                make_assertions(key_path, max(20_000, DURATION * 5000), token_url, main)
+                figures = measure(
+                    proc.pid, token_url, "token_jwt.lua", [str(main), "1"], [str(warm), "1"]
+                )
+            elif scenario == "introspect":
+                token = get_token(base)
+                figures = measure(
+                    proc.pid,
+                    f"{base}/oauth2/introspect",
+                    "introspect.lua",
+                    [str(basic_file), token],
+                )
+            else:
+                raise SystemExit(f"unknown scenario {scenario!r}")
+            result = Result(target, alg, scenario, figures)
+            results.append(result)
+            log(line_for(result))
+    finally:
+        stop_process(proc)
+    return results
+
+
+def bench_peer(alg: str, work: Path) -> Result | None:
+    start = PEERS_DIR / "oidc-provider" / "start.sh"
+    if not start.exists():
+        log(f"peer harness not found at {PEERS_DIR}; skipping the peer")
+        return None
+    peer_env = dict(os.environ, ALG=alg, CPUS=SERVER_CPUS)
+    started = subprocess.run(
+        [str(start)], env=peer_env, capture_output=True, text=True, timeout=600, check=False
+    )
+    if started.returncode != 0:
+        log(f"peer did not start:\n{started.stderr[-1500:]}")
+        return None
+    pidfile = Path(started.stdout.strip().splitlines()[-1])
+    try:
+        pid = int(pidfile.read_text().strip())
+        basic_file = work / "basic.txt"
+        basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
+        figures = measure(pid, "http://127.0.0.1:9400/token", "token_basic.lua", [str(basic_file)])
+    finally:
+        subprocess.run(
+            [str(PEERS_DIR / "stop.sh"), str(pidfile)], capture_output=True, timeout=60, check=False
+        )
+    result = Result("oidc-provider", alg, "basic", figures)
+    log(line_for(result))
+    return result
+
+
+# --- profile and listing -----------------------------------------------------------------
+
+
+def profile(kind: str, alg: str, work: Path) -> None:
+    """py-spy the whole server tree during a basic run; print the top frames."""
+    pyspy = BIN / "py-spy"
+    if not pyspy.exists():
+        log("py-spy is not installed in the venv; pip install py-spy to profile")
+        return
+    keys_dir = str(work / f"keys-{alg}")
+    reset_signing_keys(alg, keys_dir)
+    proc = start_server(kind, alg, keys_dir)
+    raw = work / "profile.txt"
+    try:
+        basic_file = work / "basic.txt"
+        spy = subprocess.Popen(
+            [
+                str(pyspy),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--subprocesses",
+                "--duration",
+                str(DURATION),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        run_wrk(
+            f"http://127.0.0.1:{PORT}/oauth2/token",
+            "token_basic.lua",
+            [str(basic_file)],
+            DURATION,
+            CONNECTIONS,
+        )
+        spy.wait(DURATION + 30)
+    finally:
+        stop_process(proc)
+    print_profile(raw)
+
+
+def print_profile(raw: Path, top: int = 25) -> None:
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")"
+            for f in stack.split(";")
+            if "(" in f
+        ]
+        # Idle workers wait in the server's own code; count only request work.
+        if not any("wsgi_app" in f for f in frames):
+            continue
+        total += n
+        if frames:
+            own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    print(f"\n## Profile: {total} samples inside Flask.wsgi_app\n")
+    print("| own % | frame |\n| ---: | --- |")
+    for frame, n in own.most_common(top):
+        print(f"| {100 * n / total:.1f} | `{frame}` |")
+    print("\n| inclusive % | frame |\n| ---: | --- |")
+    for frame, n in inclusive.most_common(top + 15):
+        print(f"| {100 * n / total:.1f} | `{frame}` |")
+
+
+def line_for(r: Result) -> str:
+    f = r.figures
+    return (
+        f"| {r.target} | {r.alg} | {r.scenario} | {CLIENTS:,} | {CONNECTIONS} | "
+        f"{f['good_per_s']:,.0f} | {f['per_cpu_s']:,.0f} | {f['server_cores']:.2f} | "
+        f"{f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {int(f['non2xx'])} | "
+        f"{int(f['socket_errors'])} | {f['worker_rss_peak_mib']:.0f} | {f['foreign_cores']:.2f} |"
+    )
+
+
+HEADER = (
+    "| server | alg | scenario | clients | conns | ok/s | ok per server CPU-s | server cores "
+    "| p50 ms | p99 ms | non-2xx | sock err | peak RSS/worker MiB | foreign cores |\n"
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    "| ---: | ---: |"
+)
+
+
+def main() -> None:
+    ensure_wrk()
+    work = Path(tempfile.mkdtemp(prefix="ccserver-bench-"))
+    log(f"work dir {work}; {DURATION} s per scenario, {CONNECTIONS} connections")
+    key_path = prepare_database(work)
+    if env("BENCH_PROFILE", "0") == "1":
+        profile(SERVERS[0], ALGS[0], work)
+        return
+    results: list[Result] = []
+    peers: dict[str, Result] = {}
+    for alg in ALGS:
+        for kind in SERVERS:
+            results += bench_ours(kind, alg, work, key_path)
+        if env("BENCH_PEER", "1") == "1":
+            peer = bench_peer(alg, work)
+            if peer is not None:
+                peers[alg] = peer
+                results.append(peer)
+    print(
+        f"\n## make bench: {DURATION} s per scenario, server CPUs {SERVER_CPUS or 'any'}, "
+        f"wrk CPUs {LOADGEN_CPUS or 'any'}, {time.strftime('%Y-%m-%d %H:%M')}\n"
+    )
+    print(HEADER)
+    for r in results:
+        print(line_for(r))
+    print()
+    for r in results:
+        peer = peers.get(r.alg)
+        if peer and r.scenario == "basic" and r.target != "oidc-provider":
+            ratio = r.figures["per_cpu_s"] / peer.figures["per_cpu_s"]
+            print(
+                f"ratio {r.alg} client_secret_basic, tokens per server CPU-second, "
+                f"{r.target} / oidc-provider: {ratio:.2f}"
+            )
+    if env("BENCH_LISTING", "1") == "1":
+        from bench.listing import measure_listing
+
+        measure_listing(work, DATABASE_URL, server_env, start_server, stop_process, PORT)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
