@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit
@@ -237,7 +238,7 @@ def list_clients(
 def _has_tag(tag: str) -> sa.ColumnElement[bool]:
     if db.session.get_bind().dialect.name == "postgresql":
         # JSONB containment (@>), which a GIN index can serve.
-        return Client.tags.contains([tag])
+        return sa.type_coerce(Client.tags, JSONB).contains([tag])
     return sa.text(
         "EXISTS (SELECT 1 FROM json_each(clients.tags) WHERE json_each.value = :tag)"
     ).bindparams(tag=tag)
