@@ -105,6 +105,9 @@ def init_app(app: Flask) -> None:
         access_log.setLevel(logging.INFO)
         # Our handler writes the line; the root logger must not print it again.
         access_log.propagate = False
+    # Alembic's fileConfig (flask db upgrade in this process) disables every
+    # logger that exists at the time; the access log must survive it.
+    access_log.disabled = False
     # First in, last out: our timer starts before any other hook can answer
     # early, and the log sees the response after every other hook changed it.
     app.before_request_funcs.setdefault(None, []).insert(0, _before)

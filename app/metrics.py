@@ -20,7 +20,13 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import (
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # prometheus_client writes there as soon as a metric exists; a missing
+    # directory would stop every process (the CLI too) at import.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -29,8 +35,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
 
 bp = Blueprint("metrics", __name__)
 
