@@ -1,10 +1,27 @@
-"""Production gunicorn settings; PORT and WORKERS come from the environment."""
+"""Production gunicorn settings (`make serve-prod`); every knob comes from the environment.
+
+    PORT (5000), HOST (0.0.0.0)   where to listen
+    WORKERS (2)                   processes; about one per CPU core (token
+                                  signing and secret hashing are CPU-bound)
+    THREADS (4)                   threads per worker (gthread); each holds at
+                                  most one database connection, and the pool
+                                  is sized from THREADS (app/config.py
+                                  DB_POOL_SIZE = THREADS + 1, same overflow)
+    TIMEOUT (30)                  a worker silent this long is killed and replaced
+    GRACEFUL_TIMEOUT (20)         on SIGTERM workers stop accepting, finish
+                                  in-flight requests for up to this long, exit
+    MAX_REQUESTS (0: off)         recycle a worker after this many requests
+
+Database connections per instance: WORKERS x 2 x DB_POOL_SIZE at most; keep
+the sum over all instances below PostgreSQL's max_connections.
+"""
 
 import os
 import tempfile
 from pathlib import Path
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+# All interfaces by default: instances sit behind a load balancer or in a container.
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
 workers = int(os.environ.get("WORKERS", "2"))
 # gthread: a slow client or database call does not block the whole worker.
 worker_class = os.environ.get("WORKER_CLASS", "gthread")
@@ -12,6 +29,12 @@ threads = int(os.environ.get("THREADS", "4"))
 timeout = int(os.environ.get("TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
+# gunicorn >= 24 opens a control socket at one fixed per-user path, which two
+# instances on one host would fight over; nothing here needs it. Set
+# CONTROL_SOCKET to a path to have it.
+control_socket_disable = not os.environ.get("CONTROL_SOCKET")
+if os.environ.get("CONTROL_SOCKET"):
+    control_socket = os.environ["CONTROL_SOCKET"]
 # Recycle workers now and then so a slow leak cannot grow without bound.
 max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
 max_requests_jitter = 1000 if max_requests else 0
