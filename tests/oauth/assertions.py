@@ -82,6 +82,14 @@ def sign(key: KeyPair, claims: dict, *, kid: Any = "auto", headers: dict | None 
     return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=header)
 
 
+def sign_header(key: KeyPair, header: dict, claims: dict) -> str:
+    """A genuinely signed JWS whose header is exactly `header` (PyJWT would refuse some)."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    algorithm = jwt.get_algorithm_by_name(key.alg)
+    signature = algorithm.sign(signing_input.encode(), key.private_key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
 def raw_jws(header: dict | str | bytes, claims: dict | bytes, signature: bytes = b"sig") -> str:
     """A JWS-shaped string with arbitrary (possibly broken) segments."""
     if isinstance(header, dict):
