@@ -108,7 +108,11 @@ class ClientStore:
         hit = self._cache.get(client_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        record = load_record(db.session, client_id)
+        # A short Core connection, not the request's session: the connection
+        # goes back to the pool at once instead of at teardown, so a request
+        # that needs a second one (the replay-cache insert) cannot starve it.
+        with db.engine.connect() as conn:
+            record = load_record(conn, client_id)
         if self.ttl > 0:
             with self._lock:
                 if len(self._cache) > 100_000:
@@ -141,7 +145,7 @@ class ClientStore:
         return active[index]
 
 
-def load_record(session: Session, client_id: str) -> ClientRecord | None:
+def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecord | None:
     """Read a client, its secrets and keys with Core selects (no ORM objects)."""
     if not client_id or len(client_id) > 64:
         return None
