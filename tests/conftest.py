@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -183,12 +184,12 @@ def factory(app, client) -> Factory:
     return Factory(app, client)
 
 
-@pytest.fixture
-def scratch_database_url(tmp_path) -> Iterator[str]:
+@contextmanager
+def scratch_database(directory) -> Iterator[str]:
     """A fresh empty database: a new PostgreSQL one if DATABASE_URL is PostgreSQL."""
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+        yield f"sqlite:///{directory / 'scratch.db'}"
         return
     import uuid
 
@@ -203,3 +204,9 @@ def scratch_database_url(tmp_path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def scratch_database_url(tmp_path) -> Iterator[str]:
+    with scratch_database(tmp_path) as url:
+        yield url
