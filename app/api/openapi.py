@@ -12,11 +12,12 @@ import copy
 import re
 from typing import Any
 
-from flask import current_app, jsonify, request
-from werkzeug.exceptions import UnsupportedMediaType
+from flask import current_app, jsonify
 
-from ..errors import BadRequest, ValidationError
+from ..clients import keys as client_keys
+from ..errors import ValidationError
 from . import bp
+from . import schemas as client_rules
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -61,20 +62,54 @@ def _obj(properties: dict, required: list[str] | None = None, **extra: Any) -> d
 
 # --- Clients (2.1) -----------------------------------------------------------
 
+# Limits come from app.api.schemas, which validates client bodies, so the two agree.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 _CLIENT_MUTABLE: dict[str, dict] = {
-    "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63},
-    "friendly_name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "name": {"type": "string", "pattern": NAME_PATTERN},
+    "friendly_name": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "pattern": _NO_CONTROL,
+        "description": "Defaults to name.",
+    },
     "description": {"type": ["string", "null"], "maxLength": 2000},
     "tags": {
         "type": "array",
-        "items": {"type": "string", "minLength": 1, "maxLength": 64},
-        "maxItems": 20,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": client_rules.MAX_TAG_LENGTH,
+            "pattern": _NO_CONTROL,
+        },
+        "maxItems": client_rules.MAX_TAGS,
+        "uniqueItems": True,
     },
     "client_type": {"type": "string", "enum": ["standard", "admin"]},
-    "owner": {"type": ["string", "null"], "maxLength": 254},
-    "scopes": {"type": "array", "items": {"type": "string", "minLength": 1}},
-    "audiences": {"type": "array", "items": {"type": "string", "minLength": 1}},
-    "access_token_ttl": {"type": "integer", "minimum": 60, "maximum": 86400},
+    "owner": {"type": ["string", "null"], "minLength": 1, "maxLength": 254, "pattern": _NO_CONTROL},
+    "scopes": {
+        "type": "array",
+        "items": {"type": "string", "pattern": client_rules.SCOPE_TOKEN_RE.pattern},
+        "maxItems": client_rules.MAX_SCOPES,
+        "uniqueItems": True,
+        "description": "Management scopes only for admin clients (keys:* only in system).",
+    },
+    "audiences": {
+        "type": "array",
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": client_rules.MAX_AUDIENCE_LENGTH,
+            "pattern": r"^[^\x00-\x20\x7f]*$",
+        },
+        "maxItems": client_rules.MAX_AUDIENCES,
+        "uniqueItems": True,
+    },
+    "access_token_ttl": {
+        "type": "integer",
+        "minimum": client_rules.MIN_TTL,
+        "maximum": client_rules.MAX_TTL,
+    },
     "locked": {"type": "boolean"},
     "disabled": {"type": "boolean"},
 }
@@ -249,7 +284,14 @@ SCHEMAS: dict[str, dict] = {
     ),
     "KeyList": _obj({"data": {"type": "array", "items": _ref("Key")}}, required=["data"]),
     "KeyCreate": _obj(
-        {"public_jwk": _ref("PublicJWK")},
+        {
+            "public_jwk": _ref("PublicJWK"),
+            "expires_in": {
+                "type": ["integer", "null"],
+                "minimum": client_keys.MIN_EXPIRES_IN,
+                "maximum": client_keys.MAX_EXPIRES_IN,
+            },
+        },
         description="With public_jwk: register it. Empty: the server makes an Ed25519 pair.",
     ),
     "SigningKey": _obj(
@@ -263,6 +305,7 @@ SCHEMAS: dict[str, dict] = {
         },
         required=["kid", "alg", "status", "created_at", "activated_at", "retires_at"],
     ),
+    "SigningKeyRotate": _obj({}, description="No fields; the body may be empty."),
     "SigningKeyList": _obj(
         {"data": {"type": "array", "items": _ref("SigningKey")}}, required=["data"]
     ),
@@ -408,6 +451,7 @@ _HEADER_SCHEMAS = {
     "WWW-Authenticate": {"schema": {"type": "string"}},
     "Retry-After": {"schema": {"type": "integer"}},
 }
+_REQUIRED = {name: {**spec, "required": True} for name, spec in _HEADER_SCHEMAS.items()}
 
 
 def _problem(status: int) -> dict:
@@ -416,7 +460,7 @@ def _problem(status: int) -> dict:
         "content": {_PROBLEM_JSON: {"schema": _ref("Problem")}},
     }
     if status in (401, 403):
-        response["headers"] = {"WWW-Authenticate": _HEADER_SCHEMAS["WWW-Authenticate"]}
+        response["headers"] = {"WWW-Authenticate": _REQUIRED["WWW-Authenticate"]}
     if status == 503:
         response["headers"] = {"Retry-After": _HEADER_SCHEMAS["Retry-After"]}
     return response
@@ -429,7 +473,9 @@ def _oauth_error(status: int, description: str) -> dict:
     }
     if status == 401:
         response["headers"] = {"WWW-Authenticate": _HEADER_SCHEMAS["WWW-Authenticate"]}
-    if status in (429, 503):
+    if status == 429:
+        response["headers"] = {"Retry-After": _REQUIRED["Retry-After"]}
+    if status == 503:
         response["headers"] = {"Retry-After": _HEADER_SCHEMAS["Retry-After"]}
     return response
 
@@ -444,8 +490,14 @@ def _json(description: str, schema: str, headers: dict | None = None) -> dict:
     return response
 
 
-_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "URL of the new resource."}}
-_ETAG = {"ETag": {"schema": {"type": "string"}}}
+_LOCATION = {
+    "Location": {
+        "schema": {"type": "string"},
+        "required": True,
+        "description": "URL of the new resource.",
+    }
+}
+_ETAG = {"ETag": {"schema": {"type": "string"}, "required": True}}
 _LINK = {"Link": {"schema": {"type": "string"}, "description": 'rel="next" while more pages.'}}
 _NO_CONTENT = {"description": "Done; no body."}
 
@@ -459,6 +511,7 @@ def _api_op(
     *,
     body: str | None = None,
     body_required: bool = True,
+    body_types: tuple[str, ...] = ("application/json",),
     tag: str,
     parameters: list[dict] | None = None,
 ) -> dict:
@@ -474,7 +527,7 @@ def _api_op(
     if body:
         op["requestBody"] = {
             "required": body_required,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {media: {"schema": _ref(body)} for media in body_types},
         }
     if parameters:
         op["parameters"] = parameters
@@ -629,6 +682,20 @@ def _paths() -> dict[str, dict]:
                 },
             }
         },
+        "/docs": {
+            "get": {
+                "operationId": "getDocs",
+                "summary": "Swagger UI over this document.",
+                "tags": ["discovery"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "HTML page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/api/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -694,6 +761,7 @@ def _paths() -> dict[str, dict]:
                 {"200": _json("The changed client.", "Client", _ETAG)},
                 [404, 409, 412],
                 body="ClientPatch",
+                body_types=("application/json", "application/merge-patch+json"),
                 tag="clients",
                 parameters=[_IF_MATCH],
             ),
@@ -784,9 +852,10 @@ def _paths() -> dict[str, dict]:
                 "createClientKey",
                 "Register a public key, or have the server make an Ed25519 pair.",
                 "clients:write",
-                {"201": _json("Created.", "NewKey", _LOCATION)},
+                {"201": _json("Created.", "NewKey")},
                 [404, 409],
                 body="KeyCreate",
+                body_required=False,
                 tag="keys",
             ),
         },
@@ -818,6 +887,8 @@ def _paths() -> dict[str, dict]:
                 "keys:write",
                 {"200": _json("The signing keys after rotation.", "SigningKeyList")},
                 [409],
+                body="SigningKeyRotate",
+                body_required=False,
                 tag="signing-keys",
             ),
         },
@@ -829,7 +900,14 @@ def _paths() -> dict[str, dict]:
                 {"200": _json("A page of events.", "AuditPage", _LINK)},
                 [400],
                 tag="audit",
-                parameters=list(_PAGING),
+                parameters=[
+                    *_PAGING,
+                    _query(
+                        "account_id",
+                        {"type": "string"},
+                        "System admins only: one account's events.",
+                    ),
+                ],
             ),
         },
     }
@@ -910,17 +988,7 @@ def parse_body(schema_name: str, *, allow_empty: bool = False) -> dict[str, Any]
     :raise BadRequest: malformed JSON or not an object (400).
     :raise ValidationError: fields that break the schema, unknown or read-only ones (400).
     """
-    raw = request.get_data(cache=True)
-    if allow_empty and not raw.strip():
-        return {}
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("The request body must be application/json.")
-    try:
-        body = request.get_json(force=True, silent=False)
-    except Exception as exc:  # noqa: BLE001 - werkzeug raises BadRequest or decode errors
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_body")
+    body = client_rules.json_body(optional=allow_empty)
     errors = check(SCHEMAS[schema_name], body, "")
     if errors:
         raise ValidationError(errors)
