@@ -1,0 +1,1 @@
+"""Example programs for this server: resource servers and a caching client."""
