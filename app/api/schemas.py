@@ -108,9 +108,11 @@ def reject_fields(
     """Errors for read-only and unknown fields of a body."""
     errors = []
     for field in body:
+        if field in allowed:
+            continue
         if field in read_only:
             errors.append(_error(field, "is read-only"))
-        elif field not in allowed:
+        else:
             errors.append(_error(field, "is not a known field"))
     return errors
 
