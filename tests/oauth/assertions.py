@@ -122,3 +122,29 @@ def token_request(http, assertion: str, **params):
         "/oauth2/token",
         data={"grant_type": "client_credentials", **assertion_form(assertion, **params)},
     )
+
+
+def mint_access_token(app, **overrides) -> str:
+    """A token signed with the server's own current key, claims and header overridable."""
+    with app.app_context():
+        from app.runtime import runtime
+
+        key = runtime().keyring.snapshot().current
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": overrides.pop("client_id", "someone"),
+            "aud": "https://api.example.com",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "jti": secrets.token_urlsafe(16),
+            "scope": "read",
+            "account_id": "acme",
+        }
+        claims["client_id"] = claims["sub"]
+        header = {"typ": "at+jwt", "kid": key.kid, **overrides.pop("header", {})}
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        header = {"alg": key.alg, **{k: v for k, v in header.items() if v is not None}}
+        return sign_header(KeyPair(key.private_key, key.alg, {}), header, claims)
