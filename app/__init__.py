@@ -102,6 +102,10 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(keys_cli)
     app.register_blueprint(admin_cli)
 
+    from . import cli_operators
+
+    cli_operators.init_app(app)
+
     from . import docs, logging_setup, metrics
 
     app.register_blueprint(docs.bp)
