@@ -82,8 +82,9 @@ REQUEST_LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-#: Incremented once for every request refused by the failed-authentication
-#: rate limit (contract 3); the limiter calls `RATE_LIMITED.inc()`.
+#: One per request refused by the failed-authentication rate limit (contract
+#: 3): counted here from every 429 response (the limiter is the only source
+#: of 429s), so the limiter itself must not increment it.
 RATE_LIMITED = Counter(
     "ccserver_rate_limit_rejections",
     "Requests answered 429 by the failed-authentication rate limit.",
@@ -169,6 +170,8 @@ def _after(response: Response) -> Response:
         return response
     endpoint = request.endpoint or "unmatched"
     _latency_child(endpoint).observe(time.perf_counter() - started)
+    if response.status_code == 429:
+        RATE_LIMITED.inc()
     oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(request.path)
     if oauth is not None and request.method == "POST":
         method = g.get("auth_method") or attempted_auth_method()

@@ -99,12 +99,28 @@ def test_signing_key_age_and_counts(client):
     assert value(samples, "ccserver_signing_keys", status="next") == 1
 
 
-def test_rate_limit_counter_is_exposed(client):
-    from app.metrics import RATE_LIMITED
+def test_rate_limit_rejections_are_counted(app, base_config, factory):
+    from app import create_app
 
-    before = value(scrape(client), "ccserver_rate_limit_rejections_total")
-    RATE_LIMITED.inc()
-    assert value(scrape(client), "ccserver_rate_limit_rejections_total") == before + 1
+    limited = create_app({**base_config, "AUTH_FAILURE_LIMIT_CLIENT": 2}).test_client()
+    cid, secret = factory.client()
+    before = scrape(limited)
+    for _ in range(2):
+        response = limited.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            headers=basic_auth(cid, "ccs_wrong"),
+        )
+        assert response.status_code == 401
+    response = limited.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic_auth(cid, secret)
+    )
+    assert response.status_code == 429
+    after = scrape(limited)
+    name = "ccserver_rate_limit_rejections_total"
+    assert value(after, name) == value(before, name) + 1
+    labels = {"endpoint": "token", "outcome": "rate_limited", "auth_method": "client_secret_basic"}
+    assert value(after, TOKEN, **labels) == value(before, TOKEN, **labels) + 1
 
 
 def test_no_secret_token_or_client_id_in_metrics(client, factory):
