@@ -1,0 +1,109 @@
+"""Integration: two app instances sharing one database (and Redis) agree on used
+assertions and revoked tokens at once; nothing lives only in process memory.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from app import create_app
+from tests.conftest import basic_auth
+from tests.oauth.assertions import claims_for, make_key, register_key, sign, token_request
+
+AUDIENCE = "https://api.example.com"
+
+
+@pytest.fixture(params=["database", "redis"])
+def backend(request) -> str:
+    if request.param == "redis" and not os.environ.get("TEST_REDIS_URL"):
+        pytest.skip("TEST_REDIS_URL is not set")
+    return request.param
+
+
+@pytest.fixture
+def app_config(base_config, migrated, backend) -> dict:
+    redis_url = os.environ.get("TEST_REDIS_URL") if backend == "redis" else None
+    return {**base_config, "REDIS_URL": redis_url}
+
+
+@pytest.fixture
+def second(app, app_config):
+    """Another instance: its own caches and key ring, the same database and Redis."""
+    other = create_app(dict(app_config))
+    assert other is not app
+    yield other.test_client()
+    with other.app_context():
+        from app.extensions import db
+
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def keyed_client(client, factory):
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    pair = make_key("ES256")
+    register_key(client, factory.admin_headers("acme"), cid, pair)
+    return cid, secret, pair
+
+
+def test_assertion_replayed_on_another_instance(client, second, keyed_client):
+    cid, _, pair = keyed_client
+    assertion = sign(pair, claims_for(cid))
+    assert token_request(client, assertion).status_code == 200
+    replay = token_request(second, assertion)
+    assert replay.status_code == 401
+    assert replay.get_json()["error"] == "invalid_client"
+    # And the other way round, with a fresh assertion used first on the second instance.
+    fresh = sign(pair, claims_for(cid))
+    assert token_request(second, fresh).status_code == 200
+    assert token_request(client, fresh).status_code == 401
+
+
+def test_assertion_replayed_at_another_endpoint_of_another_instance(client, second, keyed_client):
+    cid, _, pair = keyed_client
+    assertion = sign(pair, claims_for(cid, aud="http://localhost:5000"))
+    form = {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+        "token": "anything",
+    }
+    assert second.post("/oauth2/introspect", data=form).status_code == 200
+    assert token_request(client, assertion).status_code == 401
+
+
+def test_revocation_seen_by_another_instance(client, second, factory):
+    cid, secret = factory.admin("acme")
+    token = factory.token(cid, secret)["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    caller = factory.client("acme")
+    # The second instance has verified (and could have cached) the token before.
+    assert second.get("/api/v1/clients", headers=headers).status_code == 200
+    introspected = second.post(
+        "/oauth2/introspect", data={"token": token}, headers=basic_auth(*caller)
+    )
+    assert introspected.get_json()["active"] is True
+
+    revoked = client.post("/oauth2/revoke", data={"token": token}, headers=basic_auth(cid, secret))
+    assert revoked.status_code == 200
+
+    # No delay on any instance (contract 1).
+    response = second.get("/api/v1/clients", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    introspected = second.post(
+        "/oauth2/introspect", data={"token": token}, headers=basic_auth(*caller)
+    )
+    assert introspected.get_json() == {"active": False}
+
+
+def test_revocation_on_second_instance_seen_by_first(client, second, factory):
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    token = factory.token(cid, secret)["access_token"]
+    caller = factory.client("acme")
+    response = second.post("/oauth2/revoke", data={"token": token}, headers=basic_auth(cid, secret))
+    assert response.status_code == 200
+    response = client.post("/oauth2/introspect", data={"token": token}, headers=basic_auth(*caller))
+    assert response.get_json() == {"active": False}
