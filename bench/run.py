@@ -17,6 +17,7 @@ Environment (all optional):
   BENCH_SCENARIOS="basic many jwt introspect"
   BENCH_SERVERS=granian  any of: granian gunicorn-sync gunicorn-gthread
   BENCH_WORKERS=1     server worker processes
+  BENCH_THREADS=4     request threads per worker (granian blocking threads, gthread threads)
   BENCH_SERVER_CPUS=0   taskset list for the server ("" = unpinned)
   BENCH_LOADGEN_CPUS=1  taskset list for wrk ("" = unpinned)
   BENCH_PEER=1        also run ../shared/peers oidc-provider (0 to skip)
@@ -77,6 +78,7 @@ ALGS = env("BENCH_ALGS", "ES256 RS256").split()
 SCENARIOS = env("BENCH_SCENARIOS", "basic many jwt introspect").split()
 SERVERS = env("BENCH_SERVERS", "granian").split()
 WORKERS = int(env("BENCH_WORKERS", "1"))
+THREADS = int(env("BENCH_THREADS", "4"))
 SERVER_CPUS = env("BENCH_SERVER_CPUS", "0")
 LOADGEN_CPUS = env("BENCH_LOADGEN_CPUS", "1")
 PORT = int(env("BENCH_PORT", "8790"))
@@ -371,7 +373,7 @@ def make_assertions(key_path: Path, count: int, audience: str, path: Path) -> No
 
 def start_server(kind: str, alg: str, keys_dir: str) -> subprocess.Popen:
     e = server_env(alg, keys_dir)
-    e.update(HOST="127.0.0.1", PORT=str(PORT), WORKERS=str(WORKERS))
+    e.update(HOST="127.0.0.1", PORT=str(PORT), WORKERS=str(WORKERS), THREADS=str(THREADS))
     if kind == "granian":
         argv = [
             str(BIN / "granian"),
@@ -383,6 +385,8 @@ def start_server(kind: str, alg: str, keys_dir: str) -> subprocess.Popen:
             str(PORT),
             "--workers",
             str(WORKERS),
+            "--blocking-threads",
+            str(THREADS),
             "--no-ws",
             "--log-level",
             "warning",
@@ -532,7 +536,7 @@ def bench_ours(kind: str, alg: str, work: Path, key_path: Path) -> list[Result]:
     proc = start_server(kind, alg, keys_dir)
     base = f"http://127.0.0.1:{PORT}"
     token_url = f"{base}/oauth2/token"
-    target = f"{kind} w{WORKERS}"
+    target = f"{kind} w{WORKERS}" + ("" if kind == "gunicorn-sync" else f"t{THREADS}")
     results = []
     try:
         basic_file = work / "basic.txt"
@@ -618,8 +622,9 @@ def profile(kind: str, alg: str, work: Path) -> None:
     reset_signing_keys(alg, keys_dir)
     proc = start_server(kind, alg, keys_dir)
     raw = work / "profile.txt"
+    basic_file = work / "basic.txt"
+    basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
     try:
-        basic_file = work / "basic.txt"
         spy = subprocess.Popen(
             [
                 str(pyspy),
@@ -636,6 +641,7 @@ def profile(kind: str, alg: str, work: Path) -> None:
                 "--output",
                 str(raw),
                 "--nonblocking",
+                "--gil",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
