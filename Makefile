@@ -6,7 +6,7 @@ FLASK  := $(BIN)/flask --app wsgi
 PORT   ?= 5000
 WORKERS ?= 2
 
-.PHONY: run test serve-prod migrate keys bootstrap lint format clean
+.PHONY: run test serve-prod migrate keys bootstrap lint format clean bench
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -33,6 +33,11 @@ serve-prod: .venv
 	$(FLASK) db upgrade
 	$(FLASK) keys init
 	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# Loopback load on the production server + the oidc-provider peer; not part of `make test`.
+# Knobs: BENCH_DURATION, BENCH_CLIENTS, BENCH_ALGS, BENCH_SERVERS, ... (see bench/run.py).
+bench: .venv
+	$(BIN)/python -m bench.run
 
 test: .venv
 	$(BIN)/pytest -q
