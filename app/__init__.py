@@ -70,9 +70,18 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     return app
 
 
+def _drop_result_rows(record: logging.LogRecord) -> bool:
+    """Logging filter: SQLAlchemy's DEBUG row dumps would print secret hashes."""
+    return not (record.levelno == logging.DEBUG and str(record.msg).endswith("Row %r"))
+
+
 def _prepare_database_url(app: Flask) -> None:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    # Bound parameters hold secret hashes: keep them out of SQL logs and
+    # error messages even when an operator turns on sqlalchemy.engine logging.
+    options.setdefault("hide_parameters", True)
+    logging.getLogger("sqlalchemy.engine.Engine").addFilter(_drop_result_rows)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {"timeout": 30})
