@@ -60,6 +60,9 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     from . import ratelimit
 
     ratelimit.init_app(app)
+    from . import proxy
+
+    proxy.init_app(app)
     register_error_handlers(app)
     _register_blueprints(app)
     _register_hooks(app)
@@ -115,9 +118,10 @@ def _register_blueprints(app: Flask) -> None:
 
     cli_operators.init_app(app)
 
-    from . import docs, logging_setup, metrics
+    from . import console, docs, logging_setup, metrics
 
     app.register_blueprint(docs.bp)
+    console.init_app(app)
     metrics.init_app(app)
     logging_setup.init_app(app)
 

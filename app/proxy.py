@@ -11,11 +11,13 @@ not itself a trusted proxy is the client.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
-from flask import current_app, request
+from flask import Flask, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -91,3 +93,32 @@ def client_address() -> str:
     networks = parse_trusted_proxies(current_app.config.get("TRUSTED_PROXIES"))
     forwarded = request.headers.get("X-Forwarded-For", "") if networks else ""
     return resolve_client_address(request.remote_addr, [forwarded], networks)
+
+
+def _limit_streamed_body() -> None:
+    """413 for a chunked body (no Content-Length) over MAX_CONTENT_LENGTH.
+
+    Werkzeug stops reading such a stream at the limit and hands the view the
+    truncated body without an error; read one byte past the limit here so an
+    oversized body is refused instead of silently cut.
+    """
+    environ = request.environ
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if (
+        limit is None
+        or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        or not environ.get("wsgi.input_terminated")
+    ):
+        return
+    data = environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    # HTTP/1.1 §6.1: chunked overrides Content-Length; the body is now whole.
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def init_app(app: Flask) -> None:
+    """Check streamed request bodies against MAX_CONTENT_LENGTH before any view."""
+    app.before_request(_limit_streamed_body)

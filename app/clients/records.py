@@ -147,7 +147,8 @@ class ClientStore:
 
 def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecord | None:
     """Read a client, its secrets and keys with Core selects (no ORM objects)."""
-    if not client_id or len(client_id) > 64:
+    # PostgreSQL refuses NUL in text; such an id names no client.
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
     row = session.execute(
         sa.select(

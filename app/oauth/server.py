@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote
@@ -40,6 +41,7 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # RFC 8707 §2: "resource" may repeat; RFC 6749 §3.2 forbids repeating the rest.
 REPEATABLE = frozenset({"resource"})
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class InvalidTargetError(OAuth2Error):
@@ -145,7 +147,10 @@ def parse_form_body() -> list[tuple[str, str]]:
         if "\x00" in name or "\x00" in value:
             raise InvalidRequestError("The request body is not valid form data.")
         if name in seen and name not in REPEATABLE:
-            raise InvalidRequestError(f"The parameter {name!r} is repeated.")
+            # RFC 6749 §5.2 limits error_description to printable ASCII without
+            # '"' or '\\'; never echo an arbitrary parameter name into it.
+            shown = name if SAFE_NAME.fullmatch(name) else "A parameter"
+            raise InvalidRequestError(f"{shown} is repeated.")
         seen.add(name)
     return pairs
 
