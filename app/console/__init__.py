@@ -1,0 +1,35 @@
+"""The admin console, /console: server-rendered pages over the same services as the API.
+
+Sign-in takes an admin client's id and secret in a POSTed form, checked the
+way the token endpoint checks them (and counted by the same failed-login
+rate limits). The session is Flask's signed cookie, HttpOnly, SameSite=Strict,
+Secure when the issuer is https, and scoped to /console so API calls never
+carry it. Every form carries a per-session CSRF token. Tenancy is the API's:
+system admins see every account, other admins only their own.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+)
+
+
+def init_app(app: Flask) -> None:
+    """Register the console and set its cookie policy."""
+    from . import views  # noqa: F401  (attaches the views to bp)
+
+    secure = app.config["ISSUER"].startswith("https://")
+    app.config["SESSION_COOKIE_NAME"] = "ccserver_console"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    app.config["SESSION_COOKIE_SECURE"] = secure
+    app.config["SESSION_COOKIE_PATH"] = "/console"
+    app.config.setdefault("CONSOLE_SESSION_LIFETIME", 8 * 3600)
+    app.register_blueprint(bp)

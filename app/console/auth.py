@@ -1,0 +1,153 @@
+"""Console sign-in, session checks and CSRF tokens."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import abort, current_app, g, redirect, request, session, url_for
+
+from ..api.auth import Caller
+from ..errors import Forbidden
+from ..runtime import runtime
+from ..timeutil import utcnow
+
+CSRF_FIELD = "csrf_token"
+
+
+@dataclass
+class _LimiterRequest:
+    """The shape the failed-authentication limiter reads (client id, no header)."""
+
+    payload: object
+    headers: dict
+
+
+@dataclass
+class _Payload:
+    data: dict
+
+
+class SignInRefused(Exception):
+    """Wrong id or secret, not an admin, disabled: all look the same to the user."""
+
+
+class SignInThrottled(Exception):
+    """Too many failed sign-ins for this client id or address."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many failed sign-ins; retry later.")
+        self.retry_after = retry_after
+
+
+def csrf_token() -> str:
+    """This session's CSRF token, made on first use."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    """Refuse a form post whose CSRF token is missing or not this session's (403)."""
+    sent = request.form.get(CSRF_FIELD, "")
+    expected = session.get("csrf", "")
+    if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(403, description="The form's security token is missing or stale. Reload the page.")
+
+
+def sign_in(client_id: str, secret: str) -> None:
+    """Check an admin client's id and secret like the token endpoint, then start a session.
+
+    :raise SignInThrottled: past the failed-authentication limit.
+    :raise SignInRefused: for any other failure, without saying which.
+    """
+    limiter = current_app.extensions.get("ccserver.ratelimit")
+    probe = _LimiterRequest(_Payload({"client_id": client_id}), {})
+    if limiter is not None:
+        from ..ratelimit import RateLimited
+
+        try:
+            limiter.check(probe)
+        except RateLimited as exc:
+            raise SignInThrottled(exc.retry_after) from exc
+    rt = runtime()
+    record = rt.clients.get(client_id) if 0 < len(client_id) <= 64 else None
+    matched = rt.clients.verify_secret(record, secret, rt.pepper, utcnow())
+    if (
+        record is None
+        or matched is None
+        or record.disabled
+        or record.client_type != "admin"
+        or not record.scopes
+    ):
+        if limiter is not None:
+            limiter.record_failure(probe, client_id or None)
+        raise SignInRefused()
+    rt.usage.secret_used(matched.id)
+    # A new session from scratch: nothing from before sign-in carries over.
+    session.clear()
+    session["admin"] = record.id
+    session["secret_id"] = matched.id
+    session["since"] = int(time.time())
+    session["csrf"] = secrets.token_urlsafe(32)
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+def current_admin() -> Caller | None:
+    """The signed-in admin, re-checked on every request, or None.
+
+    The session ends when it is older than CONSOLE_SESSION_LIFETIME, or when
+    the admin client was deleted, disabled or demoted, or the secret used to
+    sign in was deleted or expired (so rotating a leaked secret ends the
+    sessions it opened).
+    """
+    admin_id = session.get("admin")
+    if not admin_id:
+        return None
+    lifetime = current_app.config.get("CONSOLE_SESSION_LIFETIME", 8 * 3600)
+    if time.time() - session.get("since", 0) > lifetime:
+        session.clear()
+        return None
+    record = runtime().clients.get(admin_id)
+    now = utcnow()
+    if (
+        record is None
+        or record.disabled
+        or record.client_type != "admin"
+        or all(s.id != session.get("secret_id") for s in record.active_secrets(now))
+    ):
+        session.clear()
+        return None
+    return Caller(record.id, record.account_id, frozenset(record.scopes), {})
+
+
+def login_required(view: Callable) -> Callable:
+    """Decorator: a signed-in admin (in g.caller) and, for POSTs, a valid CSRF token."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        admin = current_admin()
+        if admin is None:
+            if request.method == "GET":
+                return redirect(url_for("console.signin", next=request.full_path))
+            return redirect(url_for("console.signin"), code=303)
+        g.caller = admin
+        if request.method == "POST":
+            check_csrf()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def require(scope: str) -> None:
+    """:raise Forbidden: the signed-in admin's client lacks `scope`."""
+    if scope not in g.caller.scopes:
+        raise Forbidden(f"Your admin client lacks the {scope!r} scope.", code="insufficient_scope")

@@ -1,0 +1,525 @@
+"""Console pages. Views read forms and render; the client services decide, as for the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import (
+    Response,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException
+
+from ..api.clients import LISTING as CLIENTS_LISTING
+from ..api.clients import _cursor_position, _position
+from ..api.openapi import SCHEMAS, check
+from ..api.pagination import decode_cursor, encode_cursor
+from ..api.schemas import validate_client
+from ..clients import keys as key_service
+from ..clients import secrets as secrets_service
+from ..clients import service
+from ..errors import AppError, BadRequest, PreconditionFailed, ValidationError
+from ..extensions import db
+from ..models import CLIENT_TYPES, AuditEvent, Client
+from ..runtime import runtime
+from ..timeutil import utcnow
+from . import bp
+from .auth import (
+    SignInRefused,
+    SignInThrottled,
+    check_csrf,
+    csrf_token,
+    current_admin,
+    login_required,
+    require,
+    sign_in,
+    sign_out,
+)
+from .forms import GRACE_PERIODS, SECRET_LIFETIMES, choice, client_body, client_form
+
+PAGE_SIZE = 25
+AUDIT_LISTING = "audit-events"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+@bp.after_request
+def console_headers(response: Response) -> Response:
+    """Pages hold tenant data and, once, secrets: never cached, framed or inline-scripted."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+@bp.context_processor
+def template_globals() -> dict[str, Any]:
+    return {
+        "csrf_token": csrf_token,
+        "admin": g.get("caller"),
+        "client_types": CLIENT_TYPES,
+    }
+
+
+@bp.app_template_filter("console_time")
+def console_time(value) -> str:
+    """A timestamp as 'YYYY-MM-DD HH:MM:SS UTC', or an em dash."""
+    if value is None:
+        return "—"
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.errorhandler(AppError)
+def app_error(error: AppError):
+    """A service refused: show its reason on an HTML page with the same status."""
+    db.session.rollback()
+    page = render_template("console/error.html", error=error, status=error.status)
+    return page, error.status
+
+
+@bp.errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    db.session.rollback()
+    page = render_template("console/error.html", error=error, status=error.code)
+    return page, error.code or 500
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after sign-in: only a console path of this site (no open redirect)."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and parts.path.startswith("/console/"):
+            return target.rstrip("?")
+    return url_for("console.list_clients")
+
+
+# --- Sign-in -----------------------------------------------------------------
+
+
+@bp.get("/signin")
+def signin():
+    """The sign-in form."""
+    if current_admin() is not None:
+        return redirect(url_for("console.list_clients"))
+    return render_template("console/signin.html", next=request.args.get("next", ""))
+
+
+@bp.post("/signin")
+def signin_submit():
+    """Check the admin client's id and secret; start a session."""
+    check_csrf()
+    client_id = request.form.get("client_id", "").strip()
+    secret = request.form.get("client_secret", "")
+    target = request.form.get("next", "")
+    try:
+        sign_in(client_id, secret)
+    except SignInThrottled as exc:
+        page = render_template(
+            "console/signin.html", next=target, client_id=client_id, error=str(exc)
+        )
+        return page, 429, {"Retry-After": str(exc.retry_after)}
+    except SignInRefused:
+        error = "Sign-in failed: check the client id and secret of an enabled admin client."
+        page = render_template("console/signin.html", next=target, client_id=client_id, error=error)
+        return page, 401
+    return redirect(_safe_next(target), code=303)
+
+
+@bp.post("/signout")
+@login_required
+def signout():
+    """End the session."""
+    sign_out()
+    flash("You are signed out.", "info")
+    return redirect(url_for("console.signin"), code=303)
+
+
+@bp.get("/")
+@login_required
+def home():
+    """The console starts at the client list."""
+    return redirect(url_for("console.list_clients"))
+
+
+# --- Clients -------------------------------------------------------------------
+
+
+def _client(client_id: str, *, for_update: bool = False) -> Client:
+    """:raise NotFound: also for another account's client, as in the API."""
+    return service.get_client(g.caller.account_filter(), client_id, for_update=for_update)
+
+
+@bp.get("/clients")
+@login_required
+def list_clients():
+    """Clients in creation order, filtered, a keyset page at a time."""
+    require("clients:read")
+    args = request.args
+    filters = {
+        "name_prefix": args.get("name_prefix", "").strip(),
+        "tag": args.get("tag", "").strip(),
+        "client_type": args.get("client_type", ""),
+        "account_id": args.get("account_id", "").strip() if g.caller.is_system else "",
+    }
+    problems = []
+    if filters["name_prefix"] and not (
+        len(filters["name_prefix"]) <= 63 and set(filters["name_prefix"]) <= _NAME_CHARS
+    ):
+        problems.append("Names hold only a-z, 0-9, _ and -.")
+        filters["name_prefix"] = ""
+    if len(filters["tag"]) > 64:
+        problems.append("Tags are at most 64 characters.")
+        filters["tag"] = ""
+    if filters["client_type"] not in ("", *CLIENT_TYPES):
+        filters["client_type"] = ""
+    after = None
+    if args.get("cursor"):
+        after = _position(decode_cursor(CLIENTS_LISTING, args["cursor"]))
+    account = filters["account_id"] or g.caller.account_filter()
+    rows = service.list_clients(
+        account,
+        after=after,
+        limit=PAGE_SIZE + 1,
+        tag=filters["tag"] or None,
+        client_type=filters["client_type"] or None,
+        name_prefix=filters["name_prefix"] or None,
+    )
+    next_url = None
+    if len(rows) > PAGE_SIZE:
+        rows = rows[:PAGE_SIZE]
+        cursor = encode_cursor(CLIENTS_LISTING, _cursor_position(rows[-1]))
+        next_url = url_for(
+            "console.list_clients", cursor=cursor, **{k: v for k, v in filters.items() if v}
+        )
+    first_url = None
+    if after is not None:
+        first_url = url_for("console.list_clients", **{k: v for k, v in filters.items() if v})
+    return render_template(
+        "console/clients.html",
+        clients=rows,
+        filters=filters,
+        problems=problems,
+        next_url=next_url,
+        first_url=first_url,
+    )
+
+
+@bp.route("/clients/new", methods=["GET", "POST"])
+@login_required
+def create_client():
+    """The new-client form; on success its first secret is shown once."""
+    require("clients:write")
+    caller = g.caller
+    if request.method == "GET":
+        return render_template("console/client_new.html", form=client_form(None), errors=[])
+    body = client_body(request.form, creating=True, may_set_account=caller.is_system)
+    try:
+        values, account_id = validate_client(
+            body, "create", account_id=caller.account_id, may_set_account=caller.is_system
+        )
+        client, secret, plaintext = service.create_client(
+            account_id, values, caller.client_id, runtime().pepper
+        )
+        db.session.commit()
+    except AppError as error:
+        db.session.rollback()
+        page = render_template(
+            "console/client_new.html",
+            form=request.form.to_dict(),
+            errors=_messages(error),
+        )
+        return page, error.status
+    return _secret_page(client, secret, plaintext, "created")
+
+
+def _messages(error: AppError) -> list[str]:
+    if error.errors:
+        return [f"{e['field']}: {e['message']}" for e in error.errors]
+    return [error.detail]
+
+
+def _detail(client: Client, *, form: dict | None = None, errors: list[str] | None = None):
+    secrets = secrets_service.list_secrets(client)
+    keys = key_service.list_keys(client)
+    events: list[AuditEvent] = []
+    if "audit:read" in g.caller.scopes:
+        targets = [client.id, *(s.id for s in secrets)]
+        events = list(
+            db.session.scalars(
+                sa.select(AuditEvent)
+                .where(
+                    AuditEvent.account_id == client.account_id,
+                    sa.or_(
+                        AuditEvent.target.in_(targets),
+                        AuditEvent.target.startswith(client.id + "/", autoescape=True),
+                    ),
+                )
+                .order_by(AuditEvent.id.desc())
+                .limit(10)
+            )
+        )
+    return render_template(
+        "console/client.html",
+        client=client,
+        form=form or client_form(client),
+        errors=errors or [],
+        secrets=secrets,
+        keys=keys,
+        events=events,
+        now=utcnow(),
+        lifetimes=SECRET_LIFETIMES,
+        graces=GRACE_PERIODS,
+        can_write="clients:write" in g.caller.scopes,
+    )
+
+
+@bp.get("/clients/<client_id>")
+@login_required
+def show_client(client_id: str):
+    """One client: its settings, secrets, keys and recent changes."""
+    require("clients:read")
+    return _detail(_client(client_id))
+
+
+def _check_version(client: Client) -> None:
+    """The form's version must be the client's: another change came in between (412)."""
+    if request.form.get("version") != str(client.version):
+        raise PreconditionFailed(
+            "The client changed since this page was loaded; reload it and try again.",
+            code="etag_mismatch",
+        )
+
+
+@bp.post("/clients/<client_id>/edit")
+@login_required
+def update_client(client_id: str):
+    """Save the edit form."""
+    require("clients:write")
+    client = _client(client_id, for_update=True)
+    body = client_body(request.form, creating=False, may_set_account=False)
+    try:
+        _check_version(client)
+        values, _ = validate_client(body, "update", current=client, account_id=client.account_id)
+        service.ensure_unlocked(client)
+        changed = service.update_client(client, values, g.caller.client_id)
+        db.session.commit()
+    except AppError as error:
+        db.session.rollback()
+        client = _client(client_id)
+        page = _detail(client, form=request.form.to_dict(), errors=_messages(error))
+        return page, error.status
+    flash("Saved." if changed else "Nothing changed.", "success")
+    return redirect(url_for("console.show_client", client_id=client.id), code=303)
+
+
+STATE_CHANGES = {
+    "lock": ({"locked": True}, "Locked: no change is possible until it is unlocked."),
+    "unlock": ({"locked": False}, "Unlocked."),
+    "disable": ({"disabled": True}, "Disabled: it can no longer get tokens."),
+    "enable": ({"disabled": False}, "Enabled."),
+}
+
+
+@bp.post("/clients/<client_id>/state")
+@login_required
+def change_state(client_id: str):
+    """Lock, unlock, disable or enable a client."""
+    require("clients:write")
+    change = STATE_CHANGES.get(request.form.get("action", ""))
+    if change is None:
+        raise BadRequest("Unknown action.")
+    values, message = change
+    client = _client(client_id, for_update=True)
+    # As in the API, a locked client accepts only being unlocked.
+    if values != {"locked": False}:
+        service.ensure_unlocked(client)
+    service.update_client(client, values, g.caller.client_id)
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("console.show_client", client_id=client.id), code=303)
+
+
+@bp.get("/clients/<client_id>/delete")
+@login_required
+def confirm_delete(client_id: str):
+    """Ask before deleting."""
+    require("clients:write")
+    return render_template("console/confirm_delete.html", client=_client(client_id))
+
+
+@bp.post("/clients/<client_id>/delete")
+@login_required
+def delete_client(client_id: str):
+    """Delete a client with its secrets and keys."""
+    require("clients:write")
+    client = _client(client_id, for_update=True)
+    if request.form.get("confirm_name") != client.name:
+        raise BadRequest("Type the client's name to confirm the deletion.")
+    service.ensure_unlocked(client)
+    name = client.name
+    service.delete_client(client, g.caller.client_id)
+    db.session.commit()
+    flash(f"Client {name} deleted.", "success")
+    return redirect(url_for("console.list_clients"), code=303)
+
+
+# --- Secrets -------------------------------------------------------------------
+
+
+def _secret_page(client: Client, secret, plaintext: str, reason: str):
+    """The one page that ever shows a secret; never cached (see console_headers)."""
+    page = render_template(
+        "console/secret_shown.html",
+        client=client,
+        secret=secret,
+        plaintext=plaintext,
+        reason=reason,
+    )
+    return make_response(page, 201)
+
+
+@bp.post("/clients/<client_id>/secrets")
+@login_required
+def add_secret(client_id: str):
+    """Add a secret with a description and lifetime."""
+    require("clients:write")
+    lifetime = choice(request.form, "expires_in", SECRET_LIFETIMES)
+    body = {
+        "description": (request.form.get("description") or "").strip() or None,
+        "expires_in": lifetime or None,
+    }
+    errors = check(SCHEMAS["SecretCreate"], body, "")
+    if lifetime is None:
+        errors.append({"field": "expires_in", "message": "choose one of the offered lifetimes"})
+    if errors:
+        raise ValidationError(errors)
+    client = _client(client_id, for_update=True)
+    secret, plaintext = secrets_service.create_secret(
+        client,
+        runtime().pepper,
+        g.caller.client_id,
+        description=body["description"],
+        expires_in=body["expires_in"],
+    )
+    db.session.commit()
+    return _secret_page(client, secret, plaintext, "added")
+
+
+@bp.post("/clients/<client_id>/secrets/rotate")
+@login_required
+def rotate_secret(client_id: str):
+    """A new secret; the others keep working for the chosen grace period."""
+    require("clients:write")
+    grace = choice(request.form, "grace_period", GRACE_PERIODS)
+    if grace is None:
+        raise ValidationError(
+            [{"field": "grace_period", "message": "choose one of the offered periods"}]
+        )
+    client = _client(client_id, for_update=True)
+    secret, plaintext = secrets_service.rotate_secret(
+        client, grace, g.caller.client_id, runtime().pepper
+    )
+    db.session.commit()
+    return _secret_page(client, secret, plaintext, "rotated")
+
+
+@bp.post("/clients/<client_id>/secrets/<secret_id>/delete")
+@login_required
+def delete_secret(client_id: str, secret_id: str):
+    """Delete one secret; it stops working at once."""
+    require("clients:write")
+    client = _client(client_id, for_update=True)
+    secrets_service.delete_secret(client, secret_id, g.caller.client_id)
+    db.session.commit()
+    flash("Secret deleted.", "success")
+    return redirect(url_for("console.show_client", client_id=client.id, _anchor="secrets"), 303)
+
+
+# --- Keys ----------------------------------------------------------------------
+
+
+@bp.post("/clients/<client_id>/keys")
+@login_required
+def add_key(client_id: str):
+    """Register a public JWK, or generate an Ed25519 pair whose private half is shown once."""
+    require("clients:write")
+    body: dict[str, Any] = {}
+    if request.form.get("action") != "generate":
+        text = (request.form.get("public_jwk") or "").strip()
+        try:
+            body["public_jwk"] = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(
+                [{"field": "public_jwk", "message": "must be a JSON object (a public JWK)"}]
+            ) from exc
+    public_jwk, expires_in = key_service.validate_key_body(body)
+    client = _client(client_id, for_update=True)
+    key, generated = key_service.add_key(
+        client, public_jwk, g.caller.client_id, expires_in=expires_in
+    )
+    db.session.commit()
+    if generated is not None:
+        page = render_template(
+            "console/key_shown.html",
+            client=client,
+            key=key,
+            private_jwk=json.dumps(generated.private_jwk, indent=2),
+            private_key_pem=generated.private_key_pem,
+        )
+        return page, 201
+    flash(f"Key {key.kid} added.", "success")
+    return redirect(url_for("console.show_client", client_id=client.id, _anchor="keys"), 303)
+
+
+@bp.post("/clients/<client_id>/keys/<kid>/delete")
+@login_required
+def delete_key(client_id: str, kid: str):
+    """Delete a key; assertions signed with it fail from now on."""
+    require("clients:write")
+    client = _client(client_id, for_update=True)
+    key_service.delete_key(client, kid, g.caller.client_id)
+    db.session.commit()
+    flash("Key deleted.", "success")
+    return redirect(url_for("console.show_client", client_id=client.id, _anchor="keys"), 303)
+
+
+# --- Audit log -------------------------------------------------------------------
+
+
+@bp.get("/audit")
+@login_required
+def audit_log():
+    """Who changed what, newest first, paged like the API."""
+    require("audit:read")
+    query = sa.select(AuditEvent)
+    account = g.caller.account_filter()
+    if account is not None:
+        query = query.where(AuditEvent.account_id == account)
+    cursor = request.args.get("cursor")
+    if cursor:
+        position = decode_cursor(AUDIT_LISTING, cursor)
+        if len(position) != 1 or type(position[0]) is not int:
+            raise BadRequest("The cursor is invalid.", code="invalid_cursor")
+        query = query.where(AuditEvent.id < position[0])
+    rows = list(db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE + 1)))
+    next_url = None
+    if len(rows) > PAGE_SIZE:
+        rows = rows[:PAGE_SIZE]
+        next_url = url_for("console.audit_log", cursor=encode_cursor(AUDIT_LISTING, [rows[-1].id]))
+    first_url = url_for("console.audit_log") if cursor else None
+    return render_template(
+        "console/audit.html", events=rows, next_url=next_url, first_url=first_url
+    )
