@@ -32,7 +32,8 @@ run: bootstrap
 serve-prod: .venv
 	$(FLASK) db upgrade
 	$(FLASK) keys init
-	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	# granian (serve.py), chosen by `make bench`; gunicorn.conf.py stays usable.
+	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/python serve.py
 
 # Loopback load on the production server + the oidc-provider peer; not part of `make test`.
 # Knobs: BENCH_DURATION, BENCH_CLIENTS, BENCH_ALGS, BENCH_SERVERS, ... (see bench/run.py).

@@ -375,23 +375,8 @@ def start_server(kind: str, alg: str, keys_dir: str) -> subprocess.Popen:
     e = server_env(alg, keys_dir)
     e.update(HOST="127.0.0.1", PORT=str(PORT), WORKERS=str(WORKERS), THREADS=str(THREADS))
     if kind == "granian":
-        argv = [
-            str(BIN / "granian"),
-            "--interface",
-            "wsgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(PORT),
-            "--workers",
-            str(WORKERS),
-            "--blocking-threads",
-            str(THREADS),
-            "--no-ws",
-            "--log-level",
-            "warning",
-            "wsgi:app",
-        ]
+        # Exactly what `make serve-prod` runs.
+        argv = [sys.executable, "serve.py"]
     elif kind.startswith("gunicorn-"):
         e["WORKER_CLASS"] = kind.removeprefix("gunicorn-")
         argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -1,0 +1,69 @@
+"""Production server (`make serve-prod`): granian serving wsgi:app; knobs from the environment.
+
+    PORT (5000), HOST (0.0.0.0)   where to listen
+    WORKERS (2)                   processes; about one per CPU core (token
+                                  signing is CPU-bound)
+    THREADS (4)                   request threads per worker; each holds at most
+                                  one database connection and the pool is sized
+                                  from THREADS (app/config.py DB_POOL_SIZE)
+    GRACEFUL_TIMEOUT (20)         on SIGTERM, seconds a worker may take to finish
+    WORKERS_MAX_RSS (0: off)      recycle a worker whose RSS passes this many MiB
+    LOG_LEVEL (info), ACCESS_LOG  granian's own log level; any ACCESS_LOG value
+                                  turns granian's access log on
+
+granian was chosen by measurement (`make bench`, README "Performance"): on
+this endpoint it spends far less CPU per request than gunicorn's sync or
+gthread workers. gunicorn.conf.py still works:
+`gunicorn -c gunicorn.conf.py wsgi:app`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def prepare_metrics_dir() -> None:
+    """Prometheus multi-process mode (app/metrics.py): one empty directory shared by the workers."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ccserver-metrics-")
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    # A previous run's files would be summed into this run's figures.
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
+def main() -> None:
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    prepare_metrics_dir()
+    max_rss = _int("WORKERS_MAX_RSS", 0)
+    Server(
+        "wsgi:app",
+        # All interfaces by default: instances sit behind a load balancer or in a container.
+        address=os.environ.get("HOST", "0.0.0.0"),  # noqa: S104
+        port=_int("PORT", 5000),
+        interface=Interfaces.WSGI,
+        workers=_int("WORKERS", 2),
+        blocking_threads=_int("THREADS", 4),
+        websockets=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=_int("GRACEFUL_TIMEOUT", 20),
+        workers_max_rss=max_rss or None,
+        log_level=LogLevels(os.environ.get("LOG_LEVEL", "info").lower()),
+        log_access=bool(os.environ.get("ACCESS_LOG")),
+        working_dir=Path(__file__).resolve().parent,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()
