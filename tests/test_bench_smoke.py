@@ -1,0 +1,45 @@
+"""Integration: the bench seeding code keeps working (no timing here; `make bench` times)."""
+
+from __future__ import annotations
+
+import jwt
+
+from app.extensions import db
+from app.runtime import runtime
+from bench.seed import SEED_ACCOUNT, seed_client_id, seed_clients, seed_secret, seeded_count
+from tests.conftest import basic_auth
+
+
+def test_seeded_clients_get_tokens(app, client):
+    """Seeded rows are real clients: each one's secret gets a token for it."""
+    with app.app_context():
+        assert seed_clients(db.engine, 5, runtime().pepper) == 5
+        assert seeded_count(db.engine) == 5
+
+    for index in (0, 4):
+        response = client.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials", "scope": "read"},
+            headers=basic_auth(seed_client_id(index), seed_secret(index)),
+        )
+        assert response.status_code == 200, response.get_json()
+        claims = jwt.decode(
+            response.get_json()["access_token"], options={"verify_signature": False}
+        )
+        assert claims["sub"] == seed_client_id(index)
+        assert claims["account_id"] == SEED_ACCOUNT
+
+    wrong = client.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic_auth(seed_client_id(1), seed_secret(2)),
+    )
+    assert wrong.status_code == 401
+
+
+def test_seeding_continues_after_existing_rows(app):
+    """A second batch starts where the first ended: ids and names never collide."""
+    with app.app_context():
+        seed_clients(db.engine, 3, runtime().pepper)
+        seed_clients(db.engine, 2, runtime().pepper, start=3)
+        assert seeded_count(db.engine) == 5
