@@ -1,0 +1,223 @@
+"""End to end: a real headless Chromium (Debian's) drives the console over real HTTP.
+
+The app runs in a werkzeug server thread on a loopback port; Playwright for
+Python drives /usr/bin/chromium (no browser download). Screenshots of each
+main page land in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from tests.conftest import basic_auth
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def app_config(base_config, migrated, port) -> dict:
+    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
+
+
+@pytest.fixture
+def base_url(app, port) -> Iterator[str]:
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
+    admin_id, admin_secret = factory.admin("system")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    context = browser.new_context(viewport={"width": 1366, "height": 820})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    foreign, problems = [], []
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((base_url, "data:")) else foreign.append(r.url),
+    )
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    # Sign in with the keyboard only: labels, tab order and Enter must work.
+    page.goto(f"{base_url}/console/")
+    assert page.url.startswith(f"{base_url}/console/signin")
+    page.screenshot(path=shots / "signin.png", full_page=True)
+    page.get_by_label("Client id").focus()
+    page.keyboard.type(admin_id)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "client_secret"
+    page.keyboard.type(admin_secret)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base_url}/console/clients")
+    assert page.get_by_role("heading", name="Clients").is_visible()
+    page.screenshot(path=shots / "clients.png", full_page=True)
+
+    # Create a client; its secret is shown once, with a working copy button.
+    page.get_by_role("link", name="New client").first.click()
+    page.get_by_label("Name", exact=False).first.fill("browser-made")
+    page.get_by_label("Display name").fill("Made in the browser")
+    page.get_by_label("Allowed scopes").fill("read write")
+    page.get_by_label("Audiences").fill("https://api.example.com")
+    page.get_by_label("Tags").fill("e2e")
+    page.get_by_label("Account").fill("acme")
+    page.screenshot(path=shots / "client_new.png", full_page=True)
+    page.get_by_role("button", name="Create client").click()
+    page.get_by_role("heading", name="Client browser-made created").wait_for()
+    secret = page.get_by_label("Client secret").input_value()
+    client_id = page.locator("#shown-client-id").inner_text().strip()
+    assert secret.startswith("ccs_")
+    page.get_by_role("button", name="Copy secret").click()
+    page.get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    page.screenshot(path=shots / "secret_shown.png", full_page=True)
+
+    token_url = f"{base_url}/oauth2/token"
+    form = {"grant_type": "client_credentials"}
+    response = requests.post(token_url, data=form, auth=(client_id, secret), timeout=5)
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "read write"
+
+    # Rotate without grace: the new secret works, the old one stops at once.
+    page.get_by_role("link", name="Done: back to browser-made").click()
+    page.wait_for_url(f"{base_url}/console/clients/{client_id}")
+    page.screenshot(path=shots / "client_detail.png", full_page=True)
+    page.get_by_label("Grace period for the old secrets").select_option("0")
+    page.get_by_role("button", name="Rotate secret").click()
+    page.get_by_role("heading", name="Secret rotated").wait_for()
+    rotated = page.get_by_label("Client secret").input_value()
+    assert rotated != secret
+    assert requests.post(token_url, data=form, auth=(client_id, rotated), timeout=5).ok
+    response = requests.post(token_url, data=form, auth=(client_id, secret), timeout=5)
+    assert response.status_code == 401
+
+    # Lock it in the console; the management API then refuses changes (409).
+    page.get_by_role("link", name="Done: back to browser-made").click()
+    page.get_by_role("button", name="Lock").click()
+    page.get_by_text("Locked: no change is possible").wait_for()
+    page.screenshot(path=shots / "client_locked.png", full_page=True)
+    api_token = requests.post(
+        token_url, data=form, headers=basic_auth(admin_id, admin_secret), timeout=5
+    ).json()["access_token"]
+    response = requests.patch(
+        f"{base_url}/api/v1/clients/{client_id}",
+        json={"description": "changed"},
+        headers={"Authorization": f"Bearer {api_token}"},
+        timeout=5,
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "client_locked"
+
+    page.get_by_role("link", name="Delete…").click()
+    page.screenshot(path=shots / "confirm_delete.png", full_page=True)
+    page.get_by_role("link", name="Cancel").click()
+
+    page.get_by_role("link", name="Audit log").click()
+    page.wait_for_url(f"{base_url}/console/audit")
+    audit_text = page.locator("main").inner_text()
+    for action in ("client.created", "secret.rotated", "client.updated"):
+        assert action in audit_text
+    assert admin_id in audit_text
+    page.screenshot(path=shots / "audit.png", full_page=True)
+
+    # A form post that carries the session cookie but no CSRF token is refused.
+    cookies = {c["name"]: c["value"] for c in context.cookies(f"{base_url}/console/")}
+    assert "ccserver_console" in cookies
+    forged = requests.post(
+        f"{base_url}/console/clients/{client_id}/state",
+        data={"action": "unlock"},
+        cookies=cookies,
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert forged.status_code == 403
+    forged = requests.post(
+        f"{base_url}/console/clients/new",
+        data={"name": "csrf-less", "csrf_token": "guess"},
+        cookies=cookies,
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert forged.status_code == 403
+    page.goto(f"{base_url}/console/clients?name_prefix=csrf")
+    assert "csrf-less" not in page.locator("tbody").inner_text()
+    page.goto(f"{base_url}/console/clients/{client_id}")
+    assert page.get_by_role("button", name="Unlock").is_visible()
+
+    # Sign out: the session is gone, pages lead back to sign-in.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r".*/console/signin.*"))
+    assert page.get_by_text("You are signed out.").is_visible()
+    page.goto(f"{base_url}/console/clients")
+    assert "/console/signin" in page.url
+
+    assert not foreign, f"the console fetched from another host: {foreign}"
+    assert not problems, f"browser errors: {problems}"
+    names = sorted(p.name for p in shots.iterdir())
+    assert len(names) == 8, names
+    for shot in shots.iterdir():
+        assert shot.stat().st_size > 5_000
+    if os.environ.get("CONSOLE_SCREENSHOTS"):
+        # For a human look: CONSOLE_SCREENSHOTS=/some/dir pytest ... copies them there.
+        target = Path(os.environ["CONSOLE_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            (target / shot.name).write_bytes(shot.read_bytes())
+    context.close()
