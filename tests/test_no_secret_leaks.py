@@ -203,6 +203,31 @@ def test_no_secret_or_hash_leaks_anywhere(app, client, runner, factory, recorded
     ):
         assert bad.status_code == 400
 
+    # The admin console, when it is part of the app: sign-in forms and the secret pages.
+    if "console" in app.blueprints:
+        csrf_re = re.compile(r'name="csrf_token" value="([^"]+)"')
+        page = client.get("/console/signin").get_data(as_text=True)
+        form = {"csrf_token": csrf_re.search(page).group(1), "client_id": cli["client_id"]}
+        refused = client.post("/console/signin", data={**form, "client_secret": first})
+        assert refused.status_code == 401
+        signed_in = client.post(
+            "/console/signin", data={**form, "client_secret": cli["client_secret"]}
+        )
+        assert signed_in.status_code == 303
+        page = client.get(f"/console/clients/{cid}").get_data(as_text=True)
+        csrf = csrf_re.search(page).group(1)
+        for path, data, name in (
+            (f"{cid}/secrets/rotate", {"grace_period": "3600"}, "console-rotated"),
+            (f"{other_id}/secrets", {"description": "console", "expires_in": "0"}, "console-new"),
+        ):
+            response = client.post(f"/console/clients/{path}", data={**data, "csrf_token": csrf})
+            assert response.status_code in (200, 201), response.status_code
+            match = SECRET_RE.search(response.get_data(as_text=True))
+            assert match, "the console shows the new secret once"
+            note(name, match.group(0), ("response", len(recorded) - 1))
+        client.get(f"/console/clients/{cid}")
+        client.get("/console/audit")
+
     # Reading and changing secrets, reading the audit log.
     listing = client.get(f"{API}/clients/{cid}/secrets", headers=admin)
     assert listing.status_code == 200 and len(listing.get_json()["data"]) >= 4
