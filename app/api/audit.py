@@ -5,12 +5,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import g, request
 
-from ..errors import BadRequest, ValidationError
+from ..errors import BadRequest
 from ..extensions import db
 from ..models import AuditEvent
 from . import bp
 from .auth import require_scope
-from .pagination import check_query_args, decode_cursor, page_response, parse_limit
+from .pagination import (
+    account_from_query,
+    check_query_args,
+    decode_cursor,
+    page_response,
+    parse_limit,
+)
 from .schemas import audit_event_to_dict
 
 LISTING = "audit-events"
@@ -23,16 +29,7 @@ def list_audit_events():
     caller = g.caller
     check_query_args(("limit", "cursor", "account_id"))
     limit = parse_limit()
-    account = caller.account_filter()
-    requested = request.args.get("account_id")
-    if requested is not None:
-        if caller.is_system:
-            account = requested
-        elif requested != caller.account_id:
-            raise ValidationError(
-                [{"field": "account_id", "message": "only system admins may filter"}],
-                "The query string is invalid.",
-            )
+    account = account_from_query(caller)
     query = sa.select(AuditEvent)
     if account is not None:
         query = query.where(AuditEvent.account_id == account)

@@ -100,6 +100,27 @@ def check_query_args(allowed: tuple[str, ...]) -> None:
         raise ValidationError(errors, "The query string is invalid.")
 
 
+def account_from_query(caller: Any) -> str | None:
+    """The account a listing covers: the caller's, or `account_id` for system admins.
+
+    An account admin may name only its own account (a no-op); naming another
+    is a 400 rather than a silent answer about its own clients.
+
+    :raise ValidationError: 400 for a malformed or forbidden `account_id`.
+    """
+    from .schemas import validate_account_id
+
+    requested = request.args.get("account_id")
+    if requested is None:
+        return caller.account_filter()
+    errors = validate_account_id(requested)
+    if not errors and not caller.is_system and requested != caller.account_id:
+        errors = [{"field": "account_id", "message": "only system admins may filter by account"}]
+    if errors:
+        raise ValidationError(errors, "The query string is invalid.")
+    return requested
+
+
 def next_link(next_cursor: str) -> str:
     """A `Link` header value pointing at the next page of this request's listing."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]

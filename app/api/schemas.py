@@ -81,6 +81,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 §4: with duplicate names parsers disagree on the value; refuse
+    # rather than let a proxy and this server read different bodies.
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        raise ValueError("duplicate name in a JSON object")
+    return body
+
+
 def json_body(*, optional: bool = False) -> dict[str, Any]:
     """The request body as a JSON object.
 
@@ -94,7 +103,9 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
     if request.mimetype not in JSON_MIMETYPES:
         raise UnsupportedMediaType("The request body must be application/json.")
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest("The request body is not valid JSON.", code="invalid_json") from exc
     if not isinstance(body, dict):
@@ -226,12 +237,14 @@ def validate_client(
     current: Client | None = None,
     account_id: str,
     may_set_account: bool = False,
+    grantable: frozenset[str] = frozenset(MANAGEMENT_SCOPES),
 ) -> tuple[dict[str, Any], str]:
     """Check a client body; returns (column values to set, account id).
 
     `mode` is "create" (POST), "replace" (PUT: omitted optional fields take
     their defaults) or "update" (PATCH: only the fields sent). Rules that span
-    fields are checked on the client as it would be after the change.
+    fields are checked on the client as it would be after the change;
+    `grantable` are the management scopes the caller may hand out (its own).
 
     :raise ValidationError: 400 with every problem found.
     """
@@ -261,6 +274,12 @@ def validate_client(
         assert current is not None
         merged = {f: getattr(current, f) for f in MUTABLE_CLIENT_FIELDS} | values
     errors = scope_rule_errors(account_id, merged["client_type"], merged["scopes"] or [])
+    # A caller grants no management scope it lacks itself; else an admin
+    # could mint (or edit itself into) a more powerful admin.
+    before = set(current.scopes or []) if current is not None and mode != "create" else set()
+    for scope in set(merged["scopes"] or []) - before:
+        if scope in MANAGEMENT_SCOPES and scope not in grantable and not errors:
+            errors.append(_error("scopes", f"you cannot grant {scope!r}: your token lacks it"))
     if errors:
         raise ValidationError(errors)
     return values, account_id

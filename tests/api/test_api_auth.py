@@ -178,3 +178,21 @@ def test_keys_scopes_only_in_the_system_account(client, factory, scope):
     system = factory.admin_headers("system")
     body["account_id"] = "acme"
     assert client.post(API, json=body, headers=system).status_code == 400
+
+
+def test_admins_cannot_grant_management_scopes_they_lack(client, factory):
+    cid, secret = factory.admin("acme", scopes=["clients:read", "clients:write"])
+    headers = bearer(factory.token(cid, secret)["access_token"])
+    body = {"name": "stronger", "client_type": "admin", "scopes": ["audit:read"]}
+    refused = client.post(API, json=body, headers=headers)
+    assert refused.status_code == 400
+    assert refused.get_json()["errors"][0]["field"] == "scopes"
+    # Nor by editing itself into more power.
+    own = f"{API}/{cid}"
+    grown = {"scopes": ["clients:read", "clients:write", "audit:read"]}
+    assert client.patch(own, json=grown, headers=headers).status_code == 400
+    # Scopes it holds it may grant, and an unrelated edit of its own keeps them.
+    body["scopes"] = ["clients:read"]
+    assert client.post(API, json=body, headers=headers).status_code == 201
+    assert client.patch(own, json={"description": "me"}, headers=headers).status_code == 200
+    assert client.get("/api/v1/audit-events", headers=headers).status_code == 403

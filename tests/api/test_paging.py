@@ -90,6 +90,9 @@ def test_exact_multiple_has_no_empty_last_page(client, app, factory):
         "name_prefix=" + "a" * 64,
         "tag=",
         "tag=" + "t" * 65,
+        "tag=%00",
+        "tag=a%0Ab",
+        "name_prefix=%00",
         "unknown=1",
         "account_id=globex",
     ],
@@ -172,6 +175,9 @@ def test_account_filter_for_system_admins(client, app, factory):
     # An account admin may name its own account (a no-op) but no other.
     assert len(walk(client, acme, "account_id=acme")[0]) == 3
     assert client.get(f"{API}?account_id=globex", headers=acme).status_code == 400
+    for bad in ("%00", "", "Bad", "a" * 65):
+        assert client.get(f"{API}?account_id={bad}", headers=system).status_code == 400, bad
+    assert walk(client, system, "account_id=nobody")[0] == []
 
 
 def test_paging_while_clients_are_created_and_deleted(app, factory):
