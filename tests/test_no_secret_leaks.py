@@ -15,6 +15,7 @@ import logging
 import re
 import uuid
 
+import click
 import pytest
 import sqlalchemy as sa
 
@@ -141,10 +142,15 @@ def test_no_secret_or_hash_leaks_anywhere(app, client, runner, factory, recorded
         "secret",
         "rotated",
     )
-    if "secrets" in app.cli.list_commands(None) or any(
-        bp.cli.name == "secrets" for bp in app.blueprints.values()
-    ):
-        result = runner.invoke(args=["secrets", "rotate", cid, "--grace-period", "600"])
+    rotate = getattr(app.cli.commands.get("secrets"), "commands", {}).get("rotate")
+    if rotate is not None:  # the operators' `flask secrets rotate`, once it exists
+        args = ["secrets", "rotate"]
+        for param in rotate.params:
+            if isinstance(param, click.Argument):
+                args.append(cid)
+            elif any("grace" in opt for opt in param.opts):
+                args += [param.opts[0], "600"]
+        result = runner.invoke(args=args)
         assert result.exit_code == 0, result.output
         match = SECRET_RE.search(result.output)
         assert match, result.output
