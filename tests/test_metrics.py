@@ -42,6 +42,26 @@ def value(samples, name: str, **labels) -> float:
 TOKEN = "ccserver_token_requests_total"
 
 
+@pytest.fixture
+def make_app(base_config, app):
+    """Another app on the same database with config overrides; its pool is closed after."""
+    from app import create_app
+    from app.extensions import db
+
+    made = []
+
+    def make(**overrides):
+        extra = create_app({**base_config, **overrides})
+        made.append(extra)
+        return extra
+
+    yield make
+    for extra in made:
+        with extra.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
 def test_token_outcomes_by_auth_method(client, factory):
     cid, secret = factory.client(scopes=["read"])
     before = scrape(client)
@@ -99,10 +119,8 @@ def test_signing_key_age_and_counts(client):
     assert value(samples, "ccserver_signing_keys", status="next") == 1
 
 
-def test_rate_limit_rejections_are_counted(app, base_config, factory):
-    from app import create_app
-
-    limited = create_app({**base_config, "AUTH_FAILURE_LIMIT_CLIENT": 2}).test_client()
+def test_rate_limit_rejections_are_counted(make_app, factory):
+    limited = make_app(AUTH_FAILURE_LIMIT_CLIENT=2).test_client()
     cid, secret = factory.client()
     before = scrape(limited)
     for _ in range(2):

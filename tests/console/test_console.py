@@ -55,6 +55,26 @@ class Console:
 
 
 @pytest.fixture
+def make_app(base_config, app):
+    """Another app on the same database with config overrides; its pool is closed after."""
+    from app import create_app
+    from app.extensions import db
+
+    made = []
+
+    def make(**overrides):
+        extra = create_app({**base_config, **overrides})
+        made.append(extra)
+        return extra
+
+    yield make
+    for extra in made:
+        with extra.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
 def console(client) -> Console:
     return Console(client)
 
@@ -97,10 +117,8 @@ def test_signin_sets_a_strict_httponly_cookie_scoped_to_the_console(factory, con
     assert cid in page.get_data(as_text=True)
 
 
-def test_cookie_is_secure_when_the_issuer_is_https(base_config, app, factory):
-    from app import create_app
-
-    https_app = create_app({**base_config, "ISSUER": "https://auth.example.com"})
+def test_cookie_is_secure_when_the_issuer_is_https(make_app, factory):
+    https_app = make_app(ISSUER="https://auth.example.com")
     cid, secret = factory.admin("acme")
     response = Console(https_app.test_client()).signin(cid, secret)
     assert response.status_code == 303
@@ -127,10 +145,8 @@ def test_signin_refused_alike(factory, console, client, kind):
     assert console.get("/console/clients").status_code == 302
 
 
-def test_signin_is_rate_limited_like_the_token_endpoint(base_config, app, factory):
-    from app import create_app
-
-    limited = create_app({**base_config, "AUTH_FAILURE_LIMIT_CLIENT": 3})
+def test_signin_is_rate_limited_like_the_token_endpoint(make_app, factory):
+    limited = make_app(AUTH_FAILURE_LIMIT_CLIENT=3)
     cid, secret = factory.admin("acme")
     console = Console(limited.test_client())
     for _ in range(3):
