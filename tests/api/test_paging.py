@@ -6,8 +6,6 @@ import base64
 import threading
 from urllib.parse import parse_qs, urlparse
 
-import pytest
-
 from app.clients.service import create_client
 from app.extensions import db
 from app.runtime import runtime
@@ -71,38 +69,38 @@ def test_exact_multiple_has_no_empty_last_page(client, app, factory):
     assert sizes == [5, 5]
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "limit=0",
-        "limit=1001",
-        "limit=-1",
-        "limit=abc",
-        "limit=1.5",
-        "limit=",
-        "limit=99999999999999999999",
-        "limit=%201",
-        "limit=1&limit=2",
-        "client_type=root",
-        "name_prefix=",
-        "name_prefix=ABC",
-        "name_prefix=a%25",
-        "name_prefix=" + "a" * 64,
-        "tag=",
-        "tag=" + "t" * 65,
-        "tag=%00",
-        "tag=a%0Ab",
-        "name_prefix=%00",
-        "unknown=1",
-        "account_id=globex",
-    ],
-)
-def test_bad_query_is_400(client, factory, query):
+BAD_QUERIES = [
+    "limit=0",
+    "limit=1001",
+    "limit=-1",
+    "limit=abc",
+    "limit=1.5",
+    "limit=",
+    "limit=99999999999999999999",
+    "limit=%201",
+    "limit=1&limit=2",
+    "client_type=root",
+    "name_prefix=",
+    "name_prefix=ABC",
+    "name_prefix=a%25",
+    "name_prefix=" + "a" * 64,
+    "tag=",
+    "tag=" + "t" * 65,
+    "tag=%00",
+    "tag=a%0Ab",
+    "name_prefix=%00",
+    "unknown=1",
+    "account_id=globex",
+]
+
+
+def test_bad_query_is_400(client, factory):
     headers = factory.admin_headers("acme")
-    response = client.get(f"{API}?{query}", headers=headers)
-    assert response.status_code == 400, response.get_json()
-    assert response.mimetype == "application/problem+json"
-    assert response.get_json()["errors"]
+    for query in BAD_QUERIES:
+        response = client.get(f"{API}?{query}", headers=headers)
+        assert response.status_code == 400, (query, response.get_json())
+        assert response.mimetype == "application/problem+json"
+        assert response.get_json()["errors"], query
 
 
 def test_garbage_and_tampered_cursors_are_400(client, app, factory):
@@ -185,8 +183,8 @@ def test_paging_while_clients_are_created_and_deleted(app, factory):
     headers = factory.admin_headers("acme")
     # Churn comes first in the order: deleting it would shift every stable
     # client back a slot under OFFSET paging and make some go missing.
-    churn = bulk(app, "acme", 60, prefix="churn")
-    stable = set(bulk(app, "acme", 250, prefix="stable"))
+    churn = bulk(app, "acme", 40, prefix="churn")
+    stable = set(bulk(app, "acme", 200, prefix="stable"))
     deleted: list[str] = []
     stop = threading.Event()
     errors: list[BaseException] = []
