@@ -24,6 +24,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(valid_methods)
         return response
 
+    # A pool with no free connection within pool_timeout is an overload, not
+    # a bug: answer 503 and let the client retry, as for a database outage.
+    @app.errorhandler(PoolTimeoutError)
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
     def handle_database_down(error: Exception):
