@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -335,3 +336,31 @@ def test_last_used_at_is_recorded(client, admin, client_id, app):
     assert token_request(client, sign(key, claims_for(client_id))).status_code == 200
     [item] = listed(client, admin, client_id)
     assert item["last_used_at"] is not None
+
+
+def test_concurrent_adds_never_exceed_five(client, admin, client_id, app):
+    """Real threads on PostgreSQL: the client row lock serializes the count."""
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("row locks (SELECT ... FOR UPDATE) need PostgreSQL")
+    for _ in range(3):
+        client.post(keys_url(client_id), json={}, headers=admin)
+    workers = 6
+    barrier = threading.Barrier(workers)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        http = app.test_client()
+        barrier.wait()
+        status = http.post(keys_url(client_id), json={}, headers=admin).status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [201] * 2 + [409] * 4
+    assert len(listed(client, admin, client_id)) == 5
