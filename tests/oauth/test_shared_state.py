@@ -107,3 +107,33 @@ def test_revocation_on_second_instance_seen_by_first(client, second, factory):
     assert response.status_code == 200
     response = client.post("/oauth2/introspect", data={"token": token}, headers=basic_auth(*caller))
     assert response.get_json() == {"active": False}
+
+
+def test_unreachable_redis_fails_closed(app_config, factory, keyed_client):
+    """A deny-list or replay cache that cannot be asked never lets a token through."""
+    cid, secret, pair = keyed_client
+    admin_id, admin_secret = factory.admin("acme")
+    admin_token = factory.token(admin_id, admin_secret)["access_token"]
+    broken = create_app({**app_config, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    http = broken.test_client()
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": sign(pair, claims_for(cid)),
+    }
+    response = http.post("/oauth2/token", data=form)
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "temporarily_unavailable"
+    response = http.post(
+        "/oauth2/introspect", data={"token": admin_token}, headers=basic_auth(cid, secret)
+    )
+    assert response.status_code == 503
+    assert "active" not in response.get_json()
+    response = http.get("/api/v1/clients", headers={"Authorization": f"Bearer {admin_token}"})
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    with broken.app_context():
+        from app.extensions import db
+
+        db.session.remove()
+        db.engine.dispose()
