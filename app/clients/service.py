@@ -218,12 +218,9 @@ def list_clients(
         query = query.where(Client.account_id == account_id)
     if after is not None:
         created_at, client_id = after
-        query = query.where(
-            sa.or_(
-                Client.created_at > created_at,
-                sa.and_(Client.created_at == created_at, Client.id > client_id),
-            )
-        )
+        # A row comparison, which the (created_at, id) index can seek to; the
+        # equivalent OR form makes PostgreSQL scan every earlier row.
+        query = query.where(sa.tuple_(Client.created_at, Client.id) > (created_at, client_id))
     if client_type is not None:
         query = query.where(Client.client_type == client_type)
     if name_prefix is not None:
