@@ -104,13 +104,18 @@ def explain(database_url: str, offset: int) -> None:
                 "SELECT * FROM clients ORDER BY created_at, id LIMIT 101",
                 {},
             ),
-            f"after row {offset:,} (the service's OR form)": (
+            f"after row {offset:,} (row comparison, as app/clients/service.py)": (
+                "SELECT * FROM clients WHERE (created_at, id) > (:c, :i) "
+                "ORDER BY created_at, id LIMIT 101",
+                {"c": row.created_at, "i": row.id},
+            ),
+            f"after row {offset:,} (the equivalent OR form, for contrast)": (
                 "SELECT * FROM clients WHERE created_at > :c OR (created_at = :c AND id > :i) "
                 "ORDER BY created_at, id LIMIT 101",
                 {"c": row.created_at, "i": row.id},
             ),
         }
         for label, (sql, params) in queries.items():
-            plan = conn.execute(sa.text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params)
+            plan = conn.execute(sa.text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql), params)
             print(f"\nEXPLAIN {label}:\n" + "\n".join("    " + r[0] for r in plan))
     engine.dispose()
