@@ -141,7 +141,7 @@ def get_client(client_id: str):
 
 @bp.patch("/clients/<client_id>")
 @require_scope("clients:write")
-def patch_client(client_id: str):
+def update_client(client_id: str):
     """Change the fields sent; a locked client accepts only {"locked": false}."""
     client = _locked_for_update(client_id)
     body = json_body()
@@ -158,7 +158,7 @@ def patch_client(client_id: str):
 
 @bp.put("/clients/<client_id>")
 @require_scope("clients:write")
-def put_client(client_id: str):
+def replace_client(client_id: str):
     """Replace every mutable field; omitted optional fields take their defaults."""
     client = _locked_for_update(client_id)
     body = json_body()
