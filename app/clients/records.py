@@ -102,12 +102,16 @@ class ClientStore:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, ClientRecord | None]] = {}
         self._lock = threading.Lock()
+        # Bumped by every invalidation: a record read before a change commits
+        # must not be cached after that change dropped the entry.
+        self._generation = 0
 
     def get(self, client_id: str) -> ClientRecord | None:
         now = time.monotonic()
         hit = self._cache.get(client_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
+        generation = self._generation
         # A short Core connection, not the request's session: the connection
         # goes back to the pool at once instead of at teardown, so a request
         # that needs a second one (the replay-cache insert) cannot starve it.
@@ -119,15 +123,18 @@ class ClientStore:
                     # Unknown ids are cached too; bound the memory an attacker
                     # can make us hold by sending random ids.
                     self._cache.clear()
-                self._cache[client_id] = (now, record)
+                if self._generation == generation:
+                    self._cache[client_id] = (now, record)
         return record
 
     def invalidate(self, client_id: str) -> None:
         with self._lock:
+            self._generation += 1
             self._cache.pop(client_id, None)
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     @staticmethod
