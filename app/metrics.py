@@ -161,20 +161,22 @@ def outcome_of(response: Response) -> str:
 
 
 def _before() -> None:
-    g.metrics_started = time.perf_counter()
+    g._get_current_object().metrics_started = time.perf_counter()
 
 
 def _after(response: Response) -> Response:
-    started = g.get("metrics_started")
+    ctx_g = g._get_current_object()
+    started = getattr(ctx_g, "metrics_started", None)
     if started is None:
         return response
-    endpoint = request.endpoint or "unmatched"
+    req = request._get_current_object()
+    endpoint = req.endpoint or "unmatched"
     _latency_child(endpoint).observe(time.perf_counter() - started)
     if response.status_code == 429:
         RATE_LIMITED.inc()
-    oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(request.path)
-    if oauth is not None and request.method == "POST":
-        method = g.get("auth_method") or attempted_auth_method()
+    oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(req.path)
+    if oauth is not None and req.method == "POST":
+        method = getattr(ctx_g, "auth_method", None) or attempted_auth_method()
         _request_child(oauth, outcome_of(response), method).inc()
     return response
 

@@ -58,7 +58,8 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 @bp.after_request
 def console_headers(response: Response) -> Response:
     """Pages hold tenant data and, once, secrets: never cached, framed or inline-scripted."""
-    response.headers["Cache-Control"] = "no-store"
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"
