@@ -173,11 +173,13 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             description = "The request body is larger than 64 KiB."
         if _is_oauth_path():
-            return oauth_error(status, description)
-        err = AppError(description, code=error.name.lower().replace(" ", "_"))
-        err.status = status
-        err.title = error.name
-        response = problem(err)
+            response = oauth_error(status, description)
+        else:
+            err = AppError(description, code=error.name.lower().replace(" ", "_"))
+            err.status = status
+            err.title = error.name
+            response = problem(err)
+        # RFC 9110 §15.5.6: a 405 MUST list the allowed methods.
         valid_methods = getattr(error, "valid_methods", None)
         if valid_methods:
             response.headers["Allow"] = ", ".join(valid_methods)
