@@ -128,17 +128,21 @@ class _DatabaseCounters:
         self.limiter = limiter
 
     def counts(self, keys: list[str], window_start: int) -> list[int]:
-        rows = db.session.execute(
-            sa.select(AuthFailure.key, AuthFailure.count).where(
-                AuthFailure.key.in_(keys), AuthFailure.window_start == window_start
-            )
-        ).all()
+        # Short connections of their own, not the request's session: they go
+        # back to the pool at once, and a failure is counted even though the
+        # request ends in an error.
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(AuthFailure.key, AuthFailure.count).where(
+                    AuthFailure.key.in_(keys), AuthFailure.window_start == window_start
+                )
+            ).all()
         found = {row.key: row.count for row in rows}
         return [found.get(key, 0) for key in keys]
 
     def increment(self, keys: list[str], window_start: int, window: int) -> None:
         expires_at = datetime.fromtimestamp(window_start + window, UTC) + timedelta(seconds=5)
-        dialect = db.session.get_bind().dialect.name
+        dialect = db.engine.dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         rows = [
             {"key": key, "window_start": window_start, "count": 1, "expires_at": expires_at}
@@ -149,13 +153,12 @@ class _DatabaseCounters:
             index_elements=[AuthFailure.key, AuthFailure.window_start],
             set_={"count": AuthFailure.count + 1},
         )
-        db.session.execute(stmt)
-        if self.limiter.purge_due():
-            db.session.execute(
-                sa.delete(AuthFailure).where(AuthFailure.expires_at < datetime.now(UTC))
-            )
-        # The failure must count even though the request ends in an error.
-        db.session.commit()
+        with db.engine.begin() as conn:
+            conn.execute(stmt)
+            if self.limiter.purge_due():
+                conn.execute(
+                    sa.delete(AuthFailure).where(AuthFailure.expires_at < datetime.now(UTC))
+                )
 
 
 class RateLimiter:
