@@ -31,6 +31,7 @@ PAGE = """<!DOCTYPE html>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>ccserver API documentation</title>
+  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="{index_css}">
   <link rel="stylesheet" href="{swagger_css}">
 </head>

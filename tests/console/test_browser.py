@@ -221,3 +221,23 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
         for shot in shots.iterdir():
             (target / shot.name).write_bytes(shot.read_bytes())
     context.close()
+
+
+def test_api_docs_render_offline(browser, base_url, tmp_path: Path):
+    """/docs draws the OpenAPI document with the packaged Swagger UI, fetching nothing else."""
+    page = browser.new_page(viewport={"width": 1366, "height": 820})
+    page.set_default_timeout(15_000)
+    foreign, problems = [], []
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((base_url, "data:")) else foreign.append(r.url),
+    )
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(f"{base_url}/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    page.locator(".opblock-summary-path", has_text="/api/v1/clients").first.wait_for()
+    page.screenshot(path=tmp_path / "docs.png")
+    assert not foreign, f"/docs fetched from another host: {foreign}"
+    assert not problems, f"browser errors: {problems}"
+    page.close()
