@@ -17,6 +17,7 @@ the sum over all instances below PostgreSQL's max_connections.
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,7 +46,8 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 # Prometheus multi-process mode (app/metrics.py): each worker writes its
 # metrics to files here and /metrics sums them. Workers inherit it from this
 # process, before any of them imports prometheus_client.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_metrics_dir_made = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir_made:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ccserver-metrics-")
 
 
@@ -62,3 +64,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this file made (one the operator chose stays)."""
+    if _metrics_dir_made:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
