@@ -6,13 +6,16 @@ FLASK  := $(BIN)/flask --app wsgi
 PORT   ?= 5000
 WORKERS ?= 2
 
-.PHONY: run test serve-prod migrate keys bootstrap lint format clean bench
+.PHONY: run test serve-prod migrate keys bootstrap lint format clean lock bench
 
-$(VENV)/.installed: pyproject.toml
+# Installs the exact, hash-checked versions in requirements-dev.lock (`make lock` remakes it).
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check  # a dependency added to pyproject.toml but not locked fails here
 	touch $@
 
 .venv: $(VENV)/.installed
@@ -50,6 +53,11 @@ lint: .venv
 format: .venv
 	$(BIN)/ruff format app tests migrations
 	$(BIN)/ruff check --fix app tests migrations
+
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: .venv
+	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -160,6 +160,20 @@ def oauth_error(status: int, description: str, headers: dict[str, str] | None = 
 def register_error_handlers(app: Flask) -> None:
     """Render every error as problem+json (or RFC 6749 JSON under /oauth2)."""
 
+    # Runs before Flask-SQLAlchemy's own teardown (Flask calls them in reverse).
+    @app.teardown_appcontext
+    def close_session_quietly(_exc):
+        from .extensions import db
+
+        try:
+            db.session.remove()
+        except DBAPIError as error:
+            # The connection died after the response was made (database
+            # restarted, backend killed): the rollback on close fails. The
+            # response stands; forget the session rather than raise past it.
+            log.warning("could not close a database session: %s", type(error).__name__)
+            db.session.registry.clear()
+
     @app.errorhandler(AppError)
     def handle_app_error(error: AppError):
         if _is_oauth_path():
