@@ -45,8 +45,8 @@ def seconds_until_refused(http, client_id: str, secret: str, since: float) -> fl
     while True:
         if token_status(http, client_id, secret) == 401:
             return time.monotonic() - since
-        if time.monotonic() - since > BOUND + 1:
-            pytest.fail(f"still accepted {BOUND + 1:.0f} s after the change")
+        if time.monotonic() - since > BOUND:
+            pytest.fail(f"still accepted {BOUND:.0f} s after the change")
         time.sleep(0.05)
 
 
@@ -63,9 +63,8 @@ def check_bound(
     changed_at = time.monotonic()
     assert token_status(client, cid, secret) == 401  # A: from the response on
     elapsed = seconds_until_refused(http_b, cid, secret, changed_at)
-    ttl = app.config["CLIENT_CACHE_TTL"]
-    assert ttl <= BOUND
-    assert elapsed <= ttl + 0.5 <= BOUND + 0.5
+    assert app.config["CLIENT_CACHE_TTL"] <= BOUND
+    assert elapsed <= BOUND
 
 
 def test_deleted_secret_is_refused_everywhere_within_the_bound(app, client, instance_b, factory):

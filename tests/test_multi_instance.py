@@ -126,7 +126,7 @@ def instances(base_config, migrated, tmp_path_factory) -> Iterator[tuple[Instanc
     tmp_path = tmp_path_factory.mktemp("multi")
     started = [_start(name, base_config, tmp_path) for name in ("a", "b")]
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         for instance in started:
             _wait_up(instance, deadline)
         yield started[0], started[1]
@@ -145,7 +145,7 @@ def pair(app, instances) -> tuple[Instance, Instance]:
         expected = sorted(
             k["kid"] for k in json.loads(runtime().keyring.reload().jwks_body)["keys"]
         )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     for instance in instances:
         while True:
             response = instance.get("/readyz")
