@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -45,6 +46,8 @@ from .. import audit
 from ..extensions import db
 from ..models import Client, SigningKey
 from ..timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 _ADVISORY_LOCK_ID = 734271
 
@@ -449,5 +452,10 @@ class KeyRing:
         except FileNotFoundError:
             # Another instance's key whose PEM is not on this volume: verify
             # with it, never sign with it.
+            private_key = None
+        except (TypeError, ValueError):
+            # Wrong or missing KEYS_PASSPHRASE: keep serving the JWKS and let
+            # /readyz and the token endpoint answer 503 rather than 500.
+            log.error("cannot decrypt signing key %s: check KEYS_PASSPHRASE", kid)
             private_key = None
         return LoadedKey(kid, alg, private_key, public_key)

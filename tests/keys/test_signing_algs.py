@@ -100,3 +100,37 @@ def test_passphrase_encrypts_pem_files_and_server_signs(base_config, migrated, t
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+@pytest.mark.parametrize("passphrase", [None, "wrong"])
+def test_wrong_passphrase_is_503_not_500(base_config, migrated, tmp_path, passphrase):
+    """Integration: keys encrypted with one passphrase, server started with another."""
+    from app import create_app
+    from tests.conftest import Factory, empty_tables
+
+    keys_dir = tmp_path / "enc-keys"
+    maker = create_app({**base_config, "KEYS_DIR": str(keys_dir), "KEYS_PASSPHRASE": "good"})
+    with maker.app_context():
+        empty_tables()
+        keys_service.init_keys("ES256", str(keys_dir), "good")
+        db.session.commit()
+        db.engine.dispose()
+    app = create_app({**base_config, "KEYS_DIR": str(keys_dir), "KEYS_PASSPHRASE": passphrase})
+    try:
+        http = app.test_client()
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        jwks = http.get("/.well-known/jwks.json")
+        assert jwks.status_code == 200 and len(jwks.get_json()["keys"]) == 2
+        cid, secret = Factory(app, http).client(scopes=["read"])
+        response = http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            headers=basic_auth(cid, secret),
+        )
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "temporarily_unavailable"
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
