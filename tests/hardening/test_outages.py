@@ -224,15 +224,12 @@ def test_redis_down_revocation_checks_fail_closed(redis_down_app, factory):
     if response.status_code == 404:
         pytest.skip("introspection does not exist yet")
     # Cannot tell whether it was revoked: never answer active.
-    assert response.status_code == 503 or response.get_json() == {"active": False}
-    if response.status_code == 503:
-        assert_oauth_503(response)
+    assert_oauth_503(response)
     # The management API cannot check its bearer token either: refused, not served.
     admin_id, admin_secret = factory.admin("system")
     admin_token = factory.token(admin_id, admin_secret)["access_token"]
     api = http.get("/api/v1/clients", headers={"Authorization": f"Bearer {admin_token}"})
-    assert api.status_code in (401, 503), api.get_data()[:300]
-    assert api.mimetype == "application/problem+json"
+    assert_problem_503(api)
     revoke = http.post("/oauth2/revoke", data={"token": token}, headers=basic_auth(cid, secret))
     assert revoke.status_code in (200, 503)
     if revoke.status_code == 503:
