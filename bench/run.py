@@ -698,6 +698,13 @@ def main() -> None:
     ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="ccserver-bench-"))
     log(f"work dir {work}; {DURATION} s per scenario, {CONNECTIONS} connections")
+    try:
+        run_all(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work: Path) -> None:
     key_path = prepare_database(work)
     if env("BENCH_PROFILE", "0") == "1":
         profile(SERVERS[0], ALGS[0], work)
@@ -732,7 +739,6 @@ def main() -> None:
         from bench.listing import measure_listing
 
         measure_listing(work, DATABASE_URL, server_env, start_server, stop_process, PORT)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
