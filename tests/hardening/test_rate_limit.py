@@ -229,3 +229,39 @@ TRUSTED = parse_trusted_proxies("10.0.0.0/8,2001:db8::/32")
 )
 def test_resolve_client_address(remote, forwarded, expected):
     assert resolve_client_address(remote, [forwarded], TRUSTED) == expected
+
+
+def test_failed_assertions_count_against_the_asserted_client(client, factory):
+    """private_key_jwt: the assertion's sub names the client whose count grows."""
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cid, secret = factory.client()
+    stranger = ec.generate_private_key(ec.SECP256R1())  # not a key of this client
+    fresh_window()
+    for _ in range(20):
+        now = int(time.time())
+        assertion = jwt.encode(
+            {
+                "iss": cid,
+                "sub": cid,
+                "aud": "http://localhost:5000/oauth2/token",
+                "iat": now,
+                "exp": now + 60,
+                "jti": str(uuid.uuid4()),
+            },
+            stranger,
+            algorithm="ES256",
+        )
+        response = client.post(
+            "/oauth2/token",
+            data={
+                **TOKEN,
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion,
+            },
+        )
+        assert response.status_code == 401
+    assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret)))
