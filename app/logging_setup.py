@@ -23,6 +23,8 @@ import time
 
 from flask import Flask, Response, g, request
 
+from .proxy import client_address
+
 ACCESS_LOGGER = "ccserver.access"
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -81,7 +83,7 @@ def _after(response: Response) -> Response:
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "request_id": request_id,
-            "remote_addr": req.remote_addr,
+            "remote_addr": client_address(),
         }
         client_id = current_client_id()
         if client_id:

@@ -119,3 +119,13 @@ def test_management_api_logs_the_admin_client(client, factory, access_lines):
     [line] = access_lines.records()
     assert line["client_id"] == admin_id
     assert token not in access_lines.lines[0]
+
+
+def test_logged_address_honours_trusted_proxies_only(app, client, access_lines):
+    forwarded = {"X-Forwarded-For": "203.0.113.7"}
+    client.get("/healthz", headers=forwarded, environ_base={"REMOTE_ADDR": "10.0.0.5"})
+    app.config["TRUSTED_PROXIES"] = "10.0.0.0/8"
+    client.get("/healthz", headers=forwarded, environ_base={"REMOTE_ADDR": "10.0.0.5"})
+    untrusted, trusted = access_lines.records()
+    assert untrusted["remote_addr"] == "10.0.0.5"
+    assert trusted["remote_addr"] == "203.0.113.7"
