@@ -10,15 +10,33 @@ system admins see every account, other admins only their own.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+
+CONSOLE_PREFIX = "/console"
 
 bp = Blueprint(
     "console",
     __name__,
-    url_prefix="/console",
+    url_prefix=CONSOLE_PREFIX,
     template_folder="templates",
     static_folder="static",
 )
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened only under /console.
+
+    Every other path (the token endpoint above all) gets Flask's null session:
+    no serializer is built and no cookie is read or written for it, since
+    only the console uses the session and its cookie is scoped to /console.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        path = request.path
+        if path != CONSOLE_PREFIX and not path.startswith(CONSOLE_PREFIX + "/"):
+            return None  # Flask substitutes a NullSession and never saves it
+        return super().open_session(app, request)
 
 
 def init_app(app: Flask) -> None:
@@ -32,4 +50,5 @@ def init_app(app: Flask) -> None:
     app.config["SESSION_COOKIE_SECURE"] = secure
     app.config["SESSION_COOKIE_PATH"] = "/console"
     app.config.setdefault("CONSOLE_SESSION_LIFETIME", 8 * 3600)
+    app.session_interface = ConsoleSessionInterface()
     app.register_blueprint(bp)
