@@ -35,13 +35,27 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+# (second, "YYYY-MM-DDTHH:MM:SS") of the last line: strftime once per second,
+# not once per line. One tuple, so a thread never sees half an update.
+_last_stamp: tuple[int, str] = (-1, "")
+
+
+def _utc_stamp(created: float) -> str:
+    global _last_stamp
+    second = int(created)
+    cached = _last_stamp
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _last_stamp = cached
+    return cached[1]
+
+
 class JSONFormatter(logging.Formatter):
     """Formats a record as one JSON object; access records carry their fields in `access`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = {
-            "ts": f"{stamp}.{int(record.msecs):03d}Z",
+            "ts": f"{_utc_stamp(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
         }
