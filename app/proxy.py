@@ -45,6 +45,10 @@ def parse_trusted_proxies(value: str | Iterable[str] | None) -> tuple[Network, .
     return _parse_networks(value)
 
 
+# Every request parses its peer's address (and the limiter and the access log
+# both ask): the same few peers come back, so keep their parses. Bounded, and
+# a pure function of the string, so a flood of odd values only evicts entries.
+@lru_cache(maxsize=1024)
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     value = value.strip()
     # "[2001:db8::1]:443" and "192.0.2.1:443" forms some proxies write.
@@ -88,11 +92,20 @@ def resolve_client_address(
     return client
 
 
+_ENVIRON_KEY = "ccserver.client_address"
+
+
 def client_address() -> str:
     """The address of the client of the current request (see the module docstring)."""
-    networks = parse_trusted_proxies(current_app.config.get("TRUSTED_PROXIES"))
-    forwarded = request.headers.get("X-Forwarded-For", "") if networks else ""
-    return resolve_client_address(request.remote_addr, [forwarded], networks)
+    environ = request.environ
+    address = environ.get(_ENVIRON_KEY)
+    if address is None:
+        networks = parse_trusted_proxies(current_app.config.get("TRUSTED_PROXIES"))
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "") if networks else ""
+        address = resolve_client_address(environ.get("REMOTE_ADDR"), [forwarded], networks)
+        # Asked twice per token request (rate limit, access log): resolve once.
+        environ[_ENVIRON_KEY] = address
+    return address
 
 
 def _limit_streamed_body() -> None:
