@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,28 @@ from flask import Flask, request
 from .config import Config, finalize
 
 
+class _Flask(Flask):
+    """Flask that decides once per function whether it is async."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        # Flask asks inspect for every hook and view on every request (a
+        # dozen calls per token request); the answer never changes.
+        # Bounded: per-request callables (after_this_request) must not pile up.
+        cache = self.__dict__.setdefault("_ensure_sync_cache", {})
+        try:
+            return cache[func]
+        except KeyError:
+            result = super().ensure_sync(func)
+            if len(cache) < 512:
+                cache[func] = result
+            return result
+        except TypeError:  # an unhashable callable: ask every time
+            return super().ensure_sync(func)
+
+
 def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     """Build the app; `config` (a dict or class) overrides the environment."""
-    app = Flask(__name__, instance_relative_config=False)
+    app = _Flask(__name__, instance_relative_config=False)
     app.config.from_object(Config)
     if isinstance(config, dict):
         app.config.update(config)
