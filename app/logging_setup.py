@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 
 from flask import Flask, Response, g, request
@@ -102,11 +103,32 @@ def _after(response: Response) -> Response:
         client_id = current_client_id()
         if client_id:
             fields["client_id"] = client_id
-        # A record made by hand skips logging's caller lookup (a stack walk per line).
-        record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, "request", None, None)
-        record.access = fields
-        access_log.handle(record)
+        access_log.handle(_access_record(fields))
     return response
+
+
+# Every attribute a LogRecord has, with the values that never change for an
+# access line; filled from a dict instead of LogRecord.__init__, which looks
+# up the process name, the module name and more on every line.
+_RECORD_TEMPLATE = logging.LogRecord(
+    ACCESS_LOGGER, logging.INFO, __file__, 0, "request", None, None, "_after"
+).__dict__
+
+
+def _access_record(fields: dict) -> logging.LogRecord:
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attrs = record.__dict__
+    attrs.update(_RECORD_TEMPLATE)
+    now = time.time()
+    thread = threading.current_thread()
+    attrs["created"] = now
+    attrs["msecs"] = (now - int(now)) * 1000
+    attrs["relativeCreated"] = (now - logging._startTime) * 1000  # noqa: SLF001
+    attrs["thread"] = thread.ident
+    attrs["threadName"] = thread.name
+    attrs["process"] = os.getpid()  # a forked worker has its own
+    attrs["access"] = fields
+    return record
 
 
 def current_client_id() -> str | None:
