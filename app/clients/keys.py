@@ -31,6 +31,7 @@ from ..keys.service import jwk_thumbprint
 from ..models import Client, ClientKey
 from ..timeutil import utcnow
 from .records import mark_client_changed
+from .service import ensure_unlocked
 
 MAX_ACTIVE_KEYS = 5
 MIN_RSA_BITS = 2048
@@ -208,13 +209,6 @@ def generate_key_pair() -> tuple[dict[str, Any], GeneratedKey]:
     return public, GeneratedKey(private_jwk=private, private_key_pem=pem)
 
 
-def _ensure_unlocked(client: Client) -> None:
-    if client.locked:
-        raise Conflict(
-            "The client is locked; unlock it before changing its keys.", code="client_locked"
-        )
-
-
 def _audit_target(client: Client, kid: str) -> str:
     return f"{client.id}/{kid}"
 
@@ -245,7 +239,7 @@ def add_key(
     :raises ValidationError: the JWK is not an acceptable public key.
     :raises Conflict: client_locked, too_many_keys, or kid_taken / key_exists.
     """
-    _ensure_unlocked(client)
+    ensure_unlocked(client)
     generated: GeneratedKey | None = None
     if public_jwk is None:
         public, generated = generate_key_pair()
@@ -302,7 +296,7 @@ def delete_key(client: Client, kid: str, actor: str) -> None:
     :raises Conflict: client_locked.
     :raises NotFound: key_not_found.
     """
-    _ensure_unlocked(client)
+    ensure_unlocked(client)
     key = db.session.scalar(
         sa.select(ClientKey).where(ClientKey.client_id == client.id, ClientKey.kid == kid)
     )

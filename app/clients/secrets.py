@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .. import audit
-from ..errors import Conflict, NotFound
+from ..errors import NotFound
 from ..extensions import db
 from ..models import Client, ClientSecret
 from ..timeutil import utcnow
@@ -83,15 +83,6 @@ def load_pepper(configured: str | None, keys_dir: str) -> bytes:
 # so the management functions below import them lazily to avoid a cycle.
 
 
-def _ensure_unlocked(client: Client) -> None:
-    """:raise Conflict: client_locked when the client is locked."""
-    if client.locked:
-        raise Conflict(
-            'The client is locked; unlock it with {"locked": false} first.',
-            code="client_locked",
-        )
-
-
 def list_secrets(client: Client) -> list[ClientSecret]:
     """Every secret row of the client, expired ones included, oldest first."""
     return list(
@@ -115,9 +106,9 @@ def create_secret(
 
     :raise Conflict: client_locked, or too_many_secrets past five active ones.
     """
-    from .service import add_secret
+    from .service import add_secret, ensure_unlocked
 
-    _ensure_unlocked(client)
+    ensure_unlocked(client)
     return add_secret(client, pepper, actor, description=description, expires_in=expires_in)
 
 
@@ -133,10 +124,9 @@ def rotate_secret(
 
     :raise Conflict: client_locked.
     """
-    from .records import mark_client_changed
-    from .service import new_id
+    from .service import add_secret, ensure_unlocked
 
-    _ensure_unlocked(client)
+    ensure_unlocked(client)
     now = utcnow()
     cutoff = now + timedelta(seconds=grace_period)
     active = db.session.scalars(
@@ -148,21 +138,8 @@ def rotate_secret(
     for old in active:
         if old.expires_at is None or old.expires_at > cutoff:
             old.expires_at = cutoff
-    plaintext = generate_secret()
-    secret = ClientSecret(
-        id=new_id(),
-        client_id=client.id,
-        secret_hash=hash_secret(plaintext, pepper),
-        hint=secret_hint(plaintext),
-        description=None,
-        created_at=now,
-        expires_at=None,
-    )
-    db.session.add(secret)
     db.session.flush()
-    mark_client_changed(client.id)
-    audit.record(actor, "secret.rotated", secret.id, client.account_id)
-    return secret, plaintext
+    return add_secret(client, pepper, actor, action="secret.rotated", enforce_limit=False)
 
 
 def delete_secret(client: Client, secret_id: str, actor: str) -> None:
@@ -172,6 +149,7 @@ def delete_secret(client: Client, secret_id: str, actor: str) -> None:
     :raise Conflict: client_locked.
     """
     from .records import mark_client_changed
+    from .service import ensure_unlocked
 
     secret = None
     # Ids are at most 64 characters; anything else (or a NUL, which
@@ -184,7 +162,7 @@ def delete_secret(client: Client, secret_id: str, actor: str) -> None:
         )
     if secret is None:
         raise NotFound("No such secret.", code="secret_not_found")
-    _ensure_unlocked(client)
+    ensure_unlocked(client)
     db.session.delete(secret)
     db.session.flush()
     mark_client_changed(client.id)

@@ -119,13 +119,15 @@ def add_secret(
     expires_in: int | None = None,
     audited: bool = True,
     action: str = "secret.created",
+    enforce_limit: bool = True,
 ) -> tuple[ClientSecret, str]:
     """Add a secret; the caller must hold the client row lock (see get_client).
 
-    :raise Conflict: too_many_secrets when the client already has five active.
+    :raise Conflict: too_many_secrets when the client already has five active
+        (unless enforce_limit is False, as for a rotation).
     """
     now = utcnow()
-    if active_secret_count(client.id, now) >= MAX_ACTIVE_SECRETS:
+    if enforce_limit and active_secret_count(client.id, now) >= MAX_ACTIVE_SECRETS:
         raise Conflict(
             f"A client may have at most {MAX_ACTIVE_SECRETS} active secrets.",
             code="too_many_secrets",
