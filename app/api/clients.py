@@ -143,31 +143,27 @@ def get_client(client_id: str):
 @require_scope("clients:write")
 def update_client(client_id: str):
     """Change the fields sent; a locked client accepts only {"locked": false}."""
-    client = _locked_for_update(client_id)
-    body = json_body()
-    values, _ = validate_client(
-        body, "update", current=client, account_id=client.account_id, grantable=g.caller.scopes
-    )
-    _check_if_match(client)
-    if body != {"locked": False}:
-        service.ensure_unlocked(client)
-    service.update_client(client, values, g.caller.client_id)
-    db.session.commit()
-    return _client_response(client)
+    return _write_client(client_id, "update")
 
 
 @bp.put("/clients/<client_id>")
 @require_scope("clients:write")
 def replace_client(client_id: str):
     """Replace every mutable field; omitted optional fields take their defaults."""
+    return _write_client(client_id, "replace")
+
+
+def _write_client(client_id: str, mode: str):
     client = _locked_for_update(client_id)
     body = json_body()
     values, _ = validate_client(
-        body, "replace", current=client, account_id=client.account_id, grantable=g.caller.scopes
+        body, mode, current=client, account_id=client.account_id, grantable=g.caller.scopes
     )
     _check_if_match(client)
-    # A PUT always restates name and more, so it is never just {"locked": false}.
-    service.ensure_unlocked(client)
+    # Only a PATCH of exactly {"locked": false} passes a lock; a PUT always
+    # restates name and more, so it never does.
+    if mode == "replace" or body != {"locked": False}:
+        service.ensure_unlocked(client)
     service.update_client(client, values, g.caller.client_id)
     db.session.commit()
     return _client_response(client)
