@@ -122,17 +122,7 @@ _CLIENT_READ_ONLY: dict[str, dict] = {
 CLIENT_FIELDS = [
     "id",
     "account_id",
-    "name",
-    "friendly_name",
-    "description",
-    "tags",
-    "client_type",
-    "owner",
-    "scopes",
-    "audiences",
-    "access_token_ttl",
-    "locked",
-    "disabled",
+    *client_rules.MUTABLE_CLIENT_FIELDS,
     "created_at",
     "updated_at",
 ]

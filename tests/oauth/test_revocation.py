@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 
@@ -30,17 +29,9 @@ REVOKE = "/oauth2/revoke"
 AUDIENCE = "https://api.example.com"
 
 
-@pytest.fixture(params=["database", "redis"])
-def backend(request) -> str:
-    if request.param == "redis" and not os.environ.get("TEST_REDIS_URL"):
-        pytest.skip("TEST_REDIS_URL is not set")
-    return request.param
-
-
 @pytest.fixture
-def app_config(base_config, migrated, backend) -> dict:
-    redis_url = os.environ.get("TEST_REDIS_URL") if backend == "redis" else None
-    return {**base_config, "REDIS_URL": redis_url}
+def app_config(backend_config) -> dict:
+    return backend_config
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ assertions and revoked tokens at once; nothing lives only in process memory.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from app import create_app
@@ -15,17 +13,9 @@ from tests.oauth.assertions import claims_for, make_key, register_key, sign, tok
 AUDIENCE = "https://api.example.com"
 
 
-@pytest.fixture(params=["database", "redis"])
-def backend(request) -> str:
-    if request.param == "redis" and not os.environ.get("TEST_REDIS_URL"):
-        pytest.skip("TEST_REDIS_URL is not set")
-    return request.param
-
-
 @pytest.fixture
-def app_config(base_config, migrated, backend) -> dict:
-    redis_url = os.environ.get("TEST_REDIS_URL") if backend == "redis" else None
-    return {**base_config, "REDIS_URL": redis_url}
+def app_config(backend_config) -> dict:
+    return backend_config
 
 
 @pytest.fixture
