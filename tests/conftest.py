@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.serving import make_server
 
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
@@ -126,6 +129,25 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_wsgi(wsgi_app, port: int) -> Iterator[str]:
+    """Serve a WSGI app on 127.0.0.1:port in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 def basic_auth(client_id: str, secret: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ uvicorn; PyJWKClient fetches the JWKS over HTTP like it would in production.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -16,24 +15,18 @@ from collections.abc import Iterator
 import jwt
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from app.runtime import runtime
 from examples import resource_server_fastapi, resource_server_flask
 from examples.client import TokenClient, TokenError
+from tests.conftest import free_port, serve_wsgi
 
 AUDIENCE = "https://api.example.com"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture
@@ -42,20 +35,9 @@ def app_config(base_config, migrated, port) -> dict:
     return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
 
 
-def _serve(wsgi_app, port: int) -> Iterator[str]:
-    server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
 @pytest.fixture
 def issuer(app, port) -> Iterator[str]:
-    yield from _serve(app, port)
+    yield from serve_wsgi(app, port)
 
 
 @pytest.fixture
@@ -65,14 +47,14 @@ def reader(factory) -> tuple[str, str]:
 
 @pytest.fixture
 def flask_rs(issuer) -> Iterator[str]:
-    yield from _serve(resource_server_flask.create_app(issuer, AUDIENCE), _free_port())
+    yield from serve_wsgi(resource_server_flask.create_app(issuer, AUDIENCE), free_port())
 
 
 @pytest.fixture
 def fastapi_rs(issuer) -> Iterator[str]:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         resource_server_fastapi.create_app(issuer, AUDIENCE),
         host="127.0.0.1",

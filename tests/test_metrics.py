@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import basic_auth
+from tests.conftest import basic_auth, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,16 +152,10 @@ def test_no_secret_token_or_client_id_in_metrics(client, factory):
         assert needle not in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_gunicorn_workers_are_summed(tmp_path):
     """Integration: two gunicorn workers; every scrape sees the sum of both."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'metrics.db'}",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from app.keys import service as keys_service
 from app.models import SigningKey
 from app.runtime import runtime
 from app.timeutil import utcnow
-from tests.conftest import ISSUER, TEST_PEPPER
+from tests.conftest import ISSUER, TEST_PEPPER, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +38,6 @@ JWKS_MAX_AGE, REFRESH, SKEW = 2, 1, 1
 PUBLISH_DELAY = JWKS_MAX_AGE + REFRESH + SKEW
 CACHE_BOUND = 5.0
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
