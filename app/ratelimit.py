@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -38,9 +39,12 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Flask, current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
+from . import ratelimit_feed
 from .extensions import db
 from .models import AuthFailure
+from .pgread import postgres_reader
 from .proxy import client_address
+from .ratelimit_feed import Blocks, Feed
 from .state import redis_client
 
 log = logging.getLogger(__name__)
@@ -113,14 +117,28 @@ class _RedisCounters:
         values = self.client.mget([self._name(k, window_start) for k in keys])
         return [int(v or 0) for v in values]
 
-    def increment(self, keys: list[str], window_start: int, window: int) -> None:
+    def increment(self, limits: dict[str, int], window_start: int, window: int) -> list[int]:
         pipe = self.client.pipeline(transaction=False)
-        for key in keys:
+        for key in limits:
             name = self._name(key, window_start)
             pipe.incr(name)
             # The key dies with its window (plus slack for clock skew).
             pipe.expire(name, window + 5)
-        pipe.execute()
+        counts = [int(n) for n in pipe.execute()[::2]]
+        over = [
+            (key, n) for (key, limit), n in zip(limits.items(), counts, strict=True) if n >= limit
+        ]
+        if over:
+            # Every process's feed learns of the block (ratelimit_feed); a feed
+            # that subscribes later finds it in the window's hash.
+            blocked = ratelimit_feed.REDIS_BLOCKED.format(window_start=window_start)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(blocked, mapping=dict(over))
+            pipe.expire(blocked, window + 5)
+            for key, n in over:
+                pipe.publish(ratelimit_feed.CHANNEL, ratelimit_feed.payload(window_start, n, key))
+            pipe.execute()
+        return counts
 
 
 # Built once: the expanding IN takes one or two keys, so each request only
@@ -132,7 +150,7 @@ _COUNTS = sa.select(AuthFailure.key, AuthFailure.count).where(
 
 
 def _pg_counts(n: int) -> str:
-    """The same query in PostgreSQL's own SQL, for the raw driver connection below."""
+    """The same query in PostgreSQL's own SQL, for the autocommit reader (app/pgread.py)."""
     # One placeholder per key (one or two): plain text parameters cost the
     # driver less to send than an array, and the driver prepares each form once.
     marks = ", ".join(["%s"] * n)
@@ -142,59 +160,6 @@ def _pg_counts(n: int) -> str:
 _PG_COUNTS = {n: _pg_counts(n) for n in (1, 2, 3)}
 
 
-class _PostgresReader:
-    """The pre-check's own small pool of autocommit connections to PostgreSQL.
-
-    The check runs on every token request, so it skips what the app's pool
-    does per checkout: the pre-ping, BEGIN and the ROLLBACK on return (four
-    round trips, about 0.5 ms of CPU) become one SELECT on a driver
-    connection. Without the pre-ping a dead connection (database restart) is
-    noticed by the query itself: the pool is then emptied and the query tried
-    once more on a new connection.
-    """
-
-    def __init__(self, engine: sa.Engine, pool_size: int) -> None:
-        self.engine = sa.create_engine(
-            engine.url,
-            isolation_level="AUTOCOMMIT",
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_timeout=5,
-            pool_reset_on_return=None,  # autocommit: no transaction to end
-            hide_parameters=True,
-            connect_args={"connect_timeout": 5},
-        )
-        # Tests and forks dispose the app's engine; this one goes with it.
-        sa.event.listen(engine, "engine_disposed", lambda _engine: self.engine.dispose())
-        self.dbapi_error = self.engine.dialect.loaded_dbapi.Error
-
-    def counts(self, keys: list[str], window_start: int) -> list[tuple[str, int]]:
-        query = _PG_COUNTS.get(len(keys)) or _pg_counts(len(keys))
-        for attempt in (1, 2):
-            try:
-                conn = self.engine.raw_connection()
-            except self.dbapi_error as error:  # the database is down: 503 upstream
-                raise sa.exc.OperationalError("connect", None, error) from error
-            try:
-                cursor = conn.cursor()
-                try:
-                    cursor.execute(query, (*keys, window_start))
-                    return cursor.fetchall()
-                finally:
-                    cursor.close()
-            except self.dbapi_error as error:
-                conn.invalidate()
-                self.engine.dispose()  # the other pooled connections died with it
-                if attempt == 2 or not self._disconnect(error):
-                    raise sa.exc.OperationalError(query, None, error) from error
-            finally:
-                conn.close()  # back to the pool (a no-op once invalidated)
-        raise AssertionError("unreachable")
-
-    def _disconnect(self, error: Exception) -> bool:
-        return self.engine.dialect.is_disconnect(error, None, None)
-
-
 class _DatabaseCounters:
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
@@ -202,62 +167,99 @@ class _DatabaseCounters:
     def counts(self, keys: list[str], window_start: int) -> list[int]:
         # Not the request's session: the reads go back to the pool at once,
         # and a failure is counted even though the request ends in an error.
-        reader = self.limiter.postgres_reader()
+        reader = postgres_reader()
         if reader is not None:
-            rows = reader.counts(keys, window_start)
+            query = _PG_COUNTS.get(len(keys)) or _pg_counts(len(keys))
+            rows = reader.fetch(query, (*keys, window_start))
         else:
             with db.engine.connect() as conn:
                 rows = conn.execute(_COUNTS, {"keys": keys, "window_start": window_start}).all()
         found = dict(rows)
         return [found.get(key, 0) for key in keys]
 
-    def increment(self, keys: list[str], window_start: int, window: int) -> None:
+    def increment(self, limits: dict[str, int], window_start: int, window: int) -> list[int]:
         expires_at = datetime.fromtimestamp(window_start + window, UTC) + timedelta(seconds=5)
-        dialect = db.engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        on_postgres = db.engine.dialect.name == "postgresql"
+        insert = postgresql.insert if on_postgres else sqlite.insert
         rows = [
             {"key": key, "window_start": window_start, "count": 1, "expires_at": expires_at}
-            for key in sorted(keys)  # one lock order for every writer
+            for key in sorted(limits)  # one lock order for every writer
         ]
         stmt = insert(AuthFailure).values(rows)
         stmt = stmt.on_conflict_do_update(
             index_elements=[AuthFailure.key, AuthFailure.window_start],
             set_={"count": AuthFailure.count + 1},
         )
+        counts = [0] * len(limits)
         with db.engine.begin() as conn:
-            conn.execute(stmt)
+            if on_postgres:
+                found = dict(conn.execute(stmt.returning(AuthFailure.key, AuthFailure.count)).all())
+                counts = [found.get(key, 0) for key in limits]
+                for key, n in zip(limits, counts, strict=True):
+                    if n >= limits[key]:
+                        # Delivered to every feed when this transaction commits.
+                        message = ratelimit_feed.payload(window_start, n, key)
+                        conn.execute(sa.select(sa.func.pg_notify(ratelimit_feed.CHANNEL, message)))
+            else:
+                conn.execute(stmt)
             if self.limiter.purge_due():
                 conn.execute(
                     sa.delete(AuthFailure).where(AuthFailure.expires_at < datetime.now(UTC))
                 )
+        return counts
 
 
 class RateLimiter:
     """Counts failed client authentications and refuses clients past the limit."""
 
-    def __init__(self, limit_client: int, limit_address: int, window: int) -> None:
+    def __init__(
+        self, limit_client: int, limit_address: int, window: int, use_feed: bool = True
+    ) -> None:
         self.limit_client = limit_client
         self.limit_address = limit_address
         self.window = max(1, window)
+        self.use_feed = use_feed
         self._lock = threading.Lock()
         self._redis_down_until = 0.0
         self._next_purge = 0.0
+        # (pid, feed): a forked worker starts its own; None where there is no feed.
+        self._feed: tuple[int, Feed | None] | None = None
 
-    def postgres_reader(self) -> _PostgresReader | None:
-        """The pre-check's own PostgreSQL pool for this app, or None on other databases."""
+    def feed(self) -> Feed | None:
+        """This process's block feed (started on first use), or None on SQLite or when off."""
+        current = self._feed
+        pid = os.getpid()
+        if current is not None and current[0] == pid:
+            return current[1]
+        with self._lock:
+            current = self._feed
+            if current is None or current[0] != pid:
+                current = self._feed = (pid, self._start_feed())
+        return current[1]
+
+    def _start_feed(self) -> Feed | None:
+        if not self.use_feed:
+            return None
         app = current_app._get_current_object()
-        reader = app.extensions.get("ccserver.ratelimit.reader", False)
-        if reader is False:
-            with self._lock:
-                reader = app.extensions.get("ccserver.ratelimit.reader", False)
-                if reader is False:
-                    engine = db.engine
-                    reader = None
-                    if engine.dialect.name == "postgresql":
-                        size = int(app.config.get("DB_POOL_SIZE") or 5)
-                        reader = _PostgresReader(engine, size)
-                    app.extensions["ccserver.ratelimit.reader"] = reader
-        return reader
+        engine = db.engine
+        limits = [n for n in (self.limit_client, self.limit_address) if n > 0]
+        if app.config.get("REDIS_URL"):
+            client = redis_client()  # the feed's thread has no app context to ask in
+            source = ratelimit_feed.RedisSource(lambda: client)
+        elif engine.dialect.name == "postgresql":
+            conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            source = ratelimit_feed.PostgresSource(conninfo, min(limits))
+        else:
+            return None
+        feed = Feed(source, lambda: self._window()[0]).start()
+        # Tests and forks dispose the app's engine; the feed goes with it.
+        sa.event.listen(engine, "engine_disposed", lambda _engine: feed.stop())
+        return feed
+
+    def blocks(self) -> Blocks | None:
+        """The local copy of the blocks when there is a feed; it may not be trusted yet."""
+        feed = self.feed()
+        return feed.blocks if feed is not None else None
 
     @classmethod
     def from_config(cls, config) -> RateLimiter:
@@ -265,6 +267,7 @@ class RateLimiter:
             int(config["AUTH_FAILURE_LIMIT_CLIENT"]),
             int(config["AUTH_FAILURE_LIMIT_ADDRESS"]),
             int(config["AUTH_FAILURE_WINDOW"]),
+            bool(config.get("AUTH_FAILURE_FEED", True)),
         )
 
     @property
@@ -317,15 +320,22 @@ class RateLimiter:
         if not self.enabled:
             return
         keys = self._keys(request)
-        counters = self._counters()
-        if not keys or counters is None:
+        if not keys:
             return
         window_start, now = self._window()
-        try:
-            counts = counters.counts([key for key, _ in keys], window_start)
-        except redis.RedisError as error:
-            self._redis_failed(error)
-            return
+        blocks = self.blocks()
+        if blocks is not None and blocks.trusted(window_start):
+            # No I/O: the feed keeps this copy current (app/ratelimit_feed.py).
+            counts = [blocks.count(key, window_start) for key, _ in keys]
+        else:
+            counters = self._counters()
+            if counters is None:
+                return
+            try:
+                counts = counters.counts([key for key, _ in keys], window_start)
+            except redis.RedisError as error:
+                self._redis_failed(error)
+                return
         if any(count >= limit for count, (_, limit) in zip(counts, keys, strict=True)):
             retry_after = max(1, math.ceil(window_start + self.window - now))
             raise RateLimited(retry_after)
@@ -341,10 +351,18 @@ class RateLimiter:
         if not keys or counters is None:
             return
         window_start, _ = self._window()
+        limits = dict(keys)
         try:
-            counters.increment([key for key, _ in keys], window_start, self.window)
+            counts = counters.increment(limits, window_start, self.window)
         except redis.RedisError as error:
             self._redis_failed(error)
+            return
+        blocks = self.blocks()
+        if blocks is not None:
+            # This process refuses at once; the others hear it from their feeds.
+            for (key, limit), count in zip(limits.items(), counts, strict=True):
+                if count >= limit:
+                    blocks.add(window_start, count, key)
 
 
 def init_app(app: Flask) -> RateLimiter:
