@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import ClientMixin
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..extensions import db
 from ..models import Client, ClientKey, ClientSecret
+from ..pgread import PostgresReader, postgres_reader
 from .secrets import verify_secret
 
 
@@ -112,11 +113,15 @@ class ClientStore:
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
         generation = self._generation
-        # A short Core connection, not the request's session: the connection
-        # goes back to the pool at once instead of at teardown, so a request
-        # that needs a second one (the replay-cache insert) cannot starve it.
-        with db.engine.connect() as conn:
-            record = load_record(conn, client_id)
+        reader = postgres_reader()
+        if reader is not None:
+            record = load_record_postgres(reader, client_id)
+        else:
+            # A short Core connection, not the request's session: the connection
+            # goes back to the pool at once instead of at teardown, so a request
+            # that needs a second one (the replay-cache insert) cannot starve it.
+            with db.engine.connect() as conn:
+                record = load_record(conn, client_id)
         if self.ttl > 0:
             with self._lock:
                 if len(self._cache) > 100_000:
@@ -152,10 +157,55 @@ class ClientStore:
         return active[index]
 
 
+def _possible_id(client_id: str) -> bool:
+    # PostgreSQL refuses NUL in text; such an id names no client.
+    return bool(client_id) and len(client_id) <= 64 and "\x00" not in client_id
+
+
+# One statement, one round trip: the client with its secrets and keys as JSON
+# arrays. Most token requests in a real deployment miss the cache (a client
+# asks for a token once per token lifetime), so this is the common path.
+_PG_LOAD = """
+SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
+       c.access_token_ttl, c.disabled,
+       (SELECT json_agg(json_build_array(s.id, s.secret_hash, s.expires_at))
+          FROM client_secrets s WHERE s.client_id = c.id),
+       (SELECT json_agg(json_build_array(k.kid, k.alg, k.public_jwk, k.expires_at))
+          FROM client_keys k WHERE k.client_id = c.id)
+  FROM clients c
+ WHERE c.id = %s
+"""
+
+
+def _utc(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def load_record_postgres(reader: PostgresReader, client_id: str) -> ClientRecord | None:
+    """`load_record` in one PostgreSQL statement on the autocommit reader."""
+    if not _possible_id(client_id):
+        return None
+    rows = reader.fetch(_PG_LOAD, (client_id,))
+    if not rows:
+        return None
+    cid, account_id, name, client_type, scopes, audiences, ttl, disabled, secrets, keys = rows[0]
+    return ClientRecord(
+        id=cid,
+        account_id=account_id,
+        name=name,
+        client_type=client_type,
+        scopes=tuple(scopes or ()),
+        audiences=tuple(audiences or ()),
+        access_token_ttl=ttl,
+        disabled=disabled,
+        secrets=tuple(SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()),
+        keys=tuple(KeyRecord(kid, alg, jwk, _utc(exp)) for kid, alg, jwk, exp in keys or ()),
+    )
+
+
 def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecord | None:
     """Read a client, its secrets and keys with Core selects (no ORM objects)."""
-    # PostgreSQL refuses NUL in text; such an id names no client.
-    if not client_id or len(client_id) > 64 or "\x00" in client_id:
+    if not _possible_id(client_id):
         return None
     row = session.execute(
         sa.select(
