@@ -26,6 +26,10 @@ Environment (all optional):
   BENCH_PROFILE=0     1: py-spy the workers during one extra basic run, print top frames
   BENCH_LISTING=1     time GET /api/v1/clients page 1 and page 5,000 (or the last)
   BENCH_PORT=8790
+  BENCH_SOAK_TOKENS=0   e.g. 1000000: instead of the table, issue that many ES256
+                      basic tokens in 15 s wrk rounds and print each worker's RSS
+                      after every round, and its growth from 100,000 tokens on
+  BENCH_SOAK_MAX_SECONDS=1500  stop the soak after this long whatever the count
 """
 
 # A local benchmark driver: it runs our own tools (wrk, flask, granian, the peer
@@ -594,6 +598,56 @@ def bench_peer(alg: str, work: Path) -> Result | None:
     return result
 
 
+SOAK_ROUND = 15
+
+
+def worker_rss(root: int) -> dict[int, float]:
+    """Current RSS (MiB) of each worker; the root itself when it serves alone."""
+    tree = process_tree(root)
+    workers = [pid for pid in tree if pid != root] or [root]
+    return {pid: rss_mib(pid) for pid in workers}
+
+
+def soak(kind: str, alg: str, work: Path, tokens: int) -> None:
+    """Issue `tokens` tokens in bounded rounds; print worker RSS as the count grows."""
+    keys_dir = str(work / f"keys-{alg}")
+    reset_signing_keys(alg, keys_dir)
+    proc = start_server(kind, alg, keys_dir)
+    basic_file = work / "basic.txt"
+    basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
+    deadline = time.monotonic() + int(env("BENCH_SOAK_MAX_SECONDS", "1500"))
+    issued, errors, rows = 0, 0, []
+    cpu0 = cpu_seconds(proc.pid)
+    try:
+        while issued < tokens and time.monotonic() < deadline:
+            figures = run_wrk(
+                f"http://127.0.0.1:{PORT}/oauth2/token",
+                "token_basic.lua",
+                [str(basic_file)],
+                SOAK_ROUND,
+                CONNECTIONS,
+            )
+            issued += int(figures["good"])
+            errors += int(figures["non2xx"]) + int(figures["socket_errors"])
+            rss = worker_rss(proc.pid)
+            rows.append((issued, max(rss.values()), figures["p99_ms"]))
+            log(f"soak: {issued:,} tokens, worker RSS {max(rss.values()):.1f} MiB")
+        cpu = cpu_seconds(proc.pid) - cpu0
+    finally:
+        stop_process(proc)
+    print(f"\n## Soak: {kind} w{WORKERS}t{THREADS}, {alg} basic, {CONNECTIONS} connections\n")
+    print("| tokens issued | largest worker RSS MiB | round p99 ms |\n| ---: | ---: | ---: |")
+    for count, rss, p99 in rows:
+        print(f"| {count:,} | {rss:.1f} | {p99:.1f} |")
+    base = next((r for r in rows if r[0] >= 100_000), None)
+    if base is not None and rows:
+        print(
+            f"\nRSS at {base[0]:,} tokens {base[1]:.1f} MiB, at {rows[-1][0]:,} tokens "
+            f"{rows[-1][1]:.1f} MiB: growth {rows[-1][1] - base[1]:+.1f} MiB; "
+            f"{errors} errors; {issued / cpu:,.0f} tokens per server CPU-second overall"
+        )
+
+
 # --- profile and listing -----------------------------------------------------------------
 
 
@@ -708,6 +762,9 @@ def run_all(work: Path) -> None:
     key_path = prepare_database(work)
     if env("BENCH_PROFILE", "0") == "1":
         profile(SERVERS[0], ALGS[0], work)
+        return
+    if int(env("BENCH_SOAK_TOKENS", "0")) > 0:
+        soak(SERVERS[0], ALGS[0], work, int(env("BENCH_SOAK_TOKENS", "0")))
         return
     results: list[Result] = []
     peers: dict[str, Result] = {}
