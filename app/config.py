@@ -62,6 +62,9 @@ class Config:
     AUTH_FAILURE_LIMIT_CLIENT = _int("AUTH_FAILURE_LIMIT_CLIENT", 20)
     AUTH_FAILURE_LIMIT_ADDRESS = _int("AUTH_FAILURE_LIMIT_ADDRESS", 300)
     AUTH_FAILURE_WINDOW = _int("AUTH_FAILURE_WINDOW", 60)
+    # Keep each process's copy of the blocks current by LISTEN/NOTIFY or Redis
+    # pub/sub (app/ratelimit_feed.py) instead of reading counters per request.
+    AUTH_FAILURE_FEED = _int("AUTH_FAILURE_FEED", 1) != 0
     # Comma-separated addresses or CIDRs of reverse proxies whose
     # X-Forwarded-For is believed (app/proxy.py); empty: the header is ignored.
     TRUSTED_PROXIES = os.environ.get("TRUSTED_PROXIES") or ""
