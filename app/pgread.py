@@ -1,7 +1,8 @@
-"""Single-statement reads on the token path, on a small pool of autocommit connections.
+"""Single statements on the token path, on a small pool of autocommit connections.
 
-The token endpoint's reads (a client record on a cache miss, the rate
-limiter's counters when its feed is not ready) each need one SELECT. Through
+The OAuth endpoints' database work per request is one statement each: a
+client record on a cache miss, the rate limiter's counters when its feed is
+not ready, the revocation check, the replay cache's insert. Through
 the app's SQLAlchemy pool a checkout adds the pre-ping, BEGIN and the
 ROLLBACK on return: four round trips and about 0.5 ms of CPU around a query
 that costs a tenth of that. Here a query runs on a driver connection in
@@ -46,7 +47,7 @@ class PostgresReader:
         self.dbapi_error = self.engine.dialect.loaded_dbapi.Error
 
     def fetch(self, query: str, params: tuple[Any, ...]) -> list[tuple]:
-        """Every row of one statement in PostgreSQL's own SQL (%s placeholders)."""
+        """Every row of one statement (committed at once) in PostgreSQL's SQL, %s placeholders."""
         for attempt in (1, 2):
             try:
                 conn = self.engine.raw_connection()

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from .errors import ServiceUnavailable
 from .extensions import db
 from .models import RevokedToken, UsedAssertion
+from .pgread import postgres_reader
 from .state import redis_client
 from .timeutil import utcnow
 
@@ -127,6 +128,9 @@ def revoke(jti: str, client_id: str, expires_at: datetime) -> None:
     _maybe_purge()
 
 
+_PG_IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = %s AND expires_at > %s"
+
+
 def is_revoked(jti: str) -> bool:
     """Whether the token `jti` was revoked; asks the shared store every time.
 
@@ -138,6 +142,9 @@ def is_revoked(jti: str) -> bool:
             return bool(client.exists(REVOKED_PREFIX + jti))
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
+    reader = postgres_reader()
+    if reader is not None:
+        return bool(reader.fetch(_PG_IS_REVOKED, (jti, utcnow())))
     found = db.session.execute(
         sa.select(RevokedToken.jti).where(
             RevokedToken.jti == jti, RevokedToken.expires_at > utcnow()
@@ -147,6 +154,17 @@ def is_revoked(jti: str) -> bool:
 
 
 # --- replay cache (RFC 7523 §3 item 7) ----------------------------------------
+
+# One autocommit statement on PostgreSQL: a new jti is inserted, a row left by
+# an expired assertion with the same jti is taken over, and a live row (a
+# replay) returns nothing. The row lock of ON CONFLICT makes racing uses of
+# one jti give exactly one success.
+_PG_USE_ASSERTION = """
+INSERT INTO used_assertions (key, expires_at) VALUES (%s, %s)
+ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+ WHERE used_assertions.expires_at <= %s
+RETURNING 1
+"""
 
 
 def use_assertion(client_id: str, jti: str, expires_at: datetime) -> bool:
@@ -165,6 +183,12 @@ def use_assertion(client_id: str, jti: str, expires_at: datetime) -> bool:
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
     now = utcnow()
+    reader = postgres_reader()
+    if reader is not None:
+        fresh = bool(reader.fetch(_PG_USE_ASSERTION, (key, expires_at, now)))
+        if fresh:
+            _maybe_purge()
+        return fresh
     for attempt in range(2):
         try:
             with db.engine.begin() as conn:

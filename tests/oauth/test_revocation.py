@@ -196,3 +196,36 @@ def test_purge_expired_function(app, owner, backend):
         assert revocation.purge_expired() == 1
         assert db.session.scalars(sa.select(RevokedToken.jti)).all() == ["kept"]
         assert revocation.is_revoked("kept") is True
+
+
+def test_replay_cache_takes_over_expired_rows_and_admits_one_racer(app, owner, backend):
+    """One jti is used once while live; a row left by an expired assertion does not block it."""
+    import threading
+
+    now = utcnow()
+    later = now + timedelta(minutes=5)
+    with app.app_context():
+        if backend == "database":
+            db.session.execute(
+                sa.insert(UsedAssertion),
+                [{"key": f"{owner[0]}:reused", "expires_at": now - timedelta(seconds=1)}],
+            )
+            db.session.commit()
+        assert revocation.use_assertion(owner[0], "reused", later) is True
+        assert revocation.use_assertion(owner[0], "reused", later) is False
+        assert revocation.use_assertion("another-client", "reused", later) is True
+
+    results: list[bool] = []
+    start = threading.Barrier(12)
+
+    def use() -> None:
+        with app.app_context():
+            start.wait()
+            results.append(revocation.use_assertion(owner[0], "raced", later))
+
+    threads = [threading.Thread(target=use) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 11 + [True]
