@@ -173,12 +173,14 @@ def test_gunicorn_workers_are_summed(tmp_path):
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     for args in (["db", "upgrade"], ["keys", "init"]):
         subprocess.run(flask + args, env=env, cwd=ROOT, check=True, capture_output=True)
+    server_log = tmp_path / "gunicorn.log"
+    log_file = server_log.open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log_file,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -202,8 +204,9 @@ def test_gunicorn_workers_are_summed(tmp_path):
                 )
                 assert response.status_code == 401
             for _ in range(6):
-                text = http.get(base + "/metrics", headers={"Connection": "close"}, timeout=5).text
-                samples = parse(text)
+                scrape = http.get(base + "/metrics", headers={"Connection": "close"}, timeout=5)
+                assert scrape.status_code == 200, server_log.read_text()[-3000:]
+                samples = parse(scrape.text)
                 labels = {
                     "endpoint": "token",
                     "outcome": "invalid_client",
@@ -217,3 +220,4 @@ def test_gunicorn_workers_are_summed(tmp_path):
         # SIGINT: gunicorn's quick shutdown; the graceful one waits for keep-alives.
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
+        log_file.close()
