@@ -17,7 +17,7 @@ from flask import Response, jsonify
 from .. import revocation
 from ..api.auth import verify_access_token
 from ..runtime import runtime
-from .server import AuthorizationServer, FormRequest
+from .server import AuthorizationServer, FormRequest, flask_response
 
 # Our tokens are a few hundred bytes; anything much larger is not one of ours.
 MAX_TOKEN_LENGTH = 8 * 1024
@@ -91,7 +91,7 @@ def introspection_response(server: AuthorizationServer) -> Response:
         if token is None:
             raise InvalidRequestError("The token parameter is missing.")
     except OAuth2Error as error:
-        return server.handle_error_response(request, error)
+        return flask_response(server.handle_error_response(request, error))
     # token_type_hint is optional and only a hint (RFC 7662 §2.1); we have one type.
     return _no_store(jsonify(token_status(token)))
 
@@ -120,5 +120,5 @@ def revocation_response(server: AuthorizationServer) -> Response:
                 claims["jti"], request.client.id, revocation.from_timestamp(claims["exp"])
             )
     except OAuth2Error as error:
-        return server.handle_error_response(request, error)
+        return flask_response(server.handle_error_response(request, error))
     return _no_store(Response(status=200))

@@ -14,6 +14,7 @@ import binascii
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 from authlib.common.errors import AuthlibHTTPError
@@ -31,6 +32,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from flask import Flask, Response, current_app, json
 from flask import request as flask_request
+from werkzeug.datastructures import EnvironHeaders
 
 from ..clients.records import ClientRecord
 from ..runtime import runtime
@@ -123,15 +125,33 @@ class FormRequest(OAuth2Request):
         return {}
 
 
-def parse_form_body() -> list[tuple[str, str]]:
+class RawFormRequest(NamedTuple):
+    """A form POST read straight from the WSGI environ by app.fastpath, not yet parsed."""
+
+    method: str
+    headers: EnvironHeaders
+    body: bytes
+
+
+class PlainResponse(NamedTuple):
+    """What `AuthorizationServer.handle_response` gives: a view makes a Response of it
+    (`flask_response`), app.fastpath writes it straight to start_response."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+
+
+def flask_response(plain: PlainResponse) -> Response:
+    """The Flask Response of a PlainResponse; werkzeug adds Content-Length."""
+    return Response(plain.body, status=plain.status, headers=plain.headers)
+
+
+def parse_form(body: bytes) -> list[tuple[str, str]]:
     """Decode an x-www-form-urlencoded body strictly as UTF-8.
 
-    :raise InvalidRequestError: wrong content type, bad encoding, or a
-        repeated parameter.
+    :raise InvalidRequestError: bad encoding or a repeated parameter.
     """
-    if flask_request.mimetype != FORM_CONTENT_TYPE:
-        raise InvalidRequestError(f"The request body must be {FORM_CONTENT_TYPE}.")
-    body = flask_request.get_data(cache=True)
     try:
         pairs = parse_qsl(
             body.decode("utf-8"),
@@ -153,6 +173,17 @@ def parse_form_body() -> list[tuple[str, str]]:
             raise InvalidRequestError(f"{shown} is repeated.")
         seen.add(name)
     return pairs
+
+
+def parse_form_body() -> list[tuple[str, str]]:
+    """The current Flask request's form body, parsed by `parse_form`.
+
+    :raise InvalidRequestError: wrong content type, bad encoding, or a
+        repeated parameter.
+    """
+    if flask_request.mimetype != FORM_CONTENT_TYPE:
+        raise InvalidRequestError(f"The request body must be {FORM_CONTENT_TYPE}.")
+    return parse_form(flask_request.get_data(cache=True))
 
 
 def parse_basic_credentials(header: str) -> tuple[str, str] | None:
@@ -184,8 +215,19 @@ class AuthorizationServer(_AuthorizationServer):
     rate_limiter = None
 
     def create_oauth2_request(self, request) -> FormRequest:
+        """The FormRequest of a RawFormRequest (app.fastpath) or of the current Flask request.
+
+        :raise InvalidRequestError: the body is not acceptable form data.
+        """
         if isinstance(request, FormRequest):
             return request
+        if isinstance(request, RawFormRequest):
+            return FormRequest(
+                request.method,
+                current_app.config["TOKEN_ENDPOINT"],
+                request.headers,
+                parse_form(request.body),
+            )
         return FormRequest(
             flask_request.method,
             current_app.config["TOKEN_ENDPOINT"],
@@ -259,12 +301,15 @@ class AuthorizationServer(_AuthorizationServer):
         rt.usage.secret_used(matched.id)
         return record
 
-    def handle_response(self, status_code, payload, headers):
+    def handle_response(self, status_code, payload, headers) -> PlainResponse:
         if isinstance(payload, dict):
             payload = json.dumps(payload)
-        return Response(payload, status=status_code, headers=headers)
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        return PlainResponse(status_code, payload, list(headers))
 
-    def create_token_response(self, request=None):
+    def create_token_response(self, request=None) -> PlainResponse:
+        """RFC 6749 §4.4.2-4.4.3 for a RawFormRequest, or for the Flask request when None."""
         try:
             request = self.create_oauth2_request(request)
             if not request.payload.data.get("grant_type"):

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify
 
 from ..clients.service import MANAGEMENT_SCOPES
 from . import introspection
+from .server import flask_response
 
 bp = Blueprint("oauth", __name__)
 
@@ -17,7 +18,7 @@ def _server():
 @bp.post("/oauth2/token")
 def issue_token():
     """RFC 6749 §4.4.2: the client credentials access token request."""
-    return _server().create_token_response()
+    return flask_response(_server().create_token_response())
 
 
 @bp.post("/oauth2/introspect")
