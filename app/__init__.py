@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, current_app, request
 
 from .config import Config, finalize
 
@@ -146,26 +146,36 @@ def _register_blueprints(app: Flask) -> None:
     logging_setup.init_app(app)
 
 
-def _register_hooks(app: Flask) -> None:
+def security_header_defaults(path: str) -> list[tuple[str, str]]:
+    """Headers a response to `path` gets unless it already has them."""
+    headers = [("X-Content-Type-Options", "nosniff")]
+    if path.startswith(("/oauth2/", "/api/")):
+        headers.append(("Cache-Control", "no-store"))
+    if current_app.config["ISSUER"].startswith("https://"):
+        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return headers
+
+
+def security_headers(response: Response) -> Response:
+    """after_request: the `security_header_defaults` of the request's path."""
+    for name, value in security_header_defaults(request.path):
+        response.headers.setdefault(name, value)
+    return response
+
+
+def flush_usage(_exc: BaseException | None = None) -> None:
+    """teardown_request: write the last_used_at notes once they are due."""
     from .extensions import db
     from .runtime import runtime
 
-    @app.after_request
-    def security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.path.startswith(("/oauth2/", "/api/")):
-            response.headers.setdefault("Cache-Control", "no-store")
-        if app.config["ISSUER"].startswith("https://"):
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
-        return response
+    usage = runtime().usage
+    if usage.due():
+        try:
+            usage.flush(db.engine)
+        except Exception:  # noqa: BLE001 - last_used_at is best effort
+            logging.getLogger(__name__).warning("could not write last_used_at")
 
-    @app.teardown_request
-    def flush_usage(_exc):
-        usage = runtime().usage
-        if usage.due():
-            try:
-                usage.flush(db.engine)
-            except Exception:  # noqa: BLE001 - last_used_at is best effort
-                logging.getLogger(__name__).warning("could not write last_used_at")
+
+def _register_hooks(app: Flask) -> None:
+    app.after_request(security_headers)
+    app.teardown_request(flush_usage)

@@ -76,11 +76,33 @@ def request_id_from(value: str | None) -> str:
     return os.urandom(16).hex()
 
 
+def begin_request(ctx_g, headers) -> None:
+    """Start the request's timer and settle its id (on `ctx_g`, Flask's g object)."""
+    ctx_g.request_started = time.perf_counter()
+    ctx_g.request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
+
+
+def log_request(ctx_g, method: str, path: str, status: int, environ: dict) -> None:
+    """Write the access line of a request `begin_request` started."""
+    if access_log.isEnabledFor(logging.INFO):
+        started = getattr(ctx_g, "request_started", None) or time.perf_counter()
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "request_id": ctx_g.request_id,
+            "remote_addr": client_address(environ),
+        }
+        client_id = current_client_id()
+        if client_id:
+            fields["client_id"] = client_id
+        access_log.handle(_access_record(fields))
+
+
 def _before() -> None:
     # One proxy lookup each: LocalProxy attribute access is most of this hook's cost.
-    ctx_g = g._get_current_object()
-    ctx_g.request_started = time.perf_counter()
-    ctx_g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    begin_request(g._get_current_object(), request.headers)
 
 
 def _after(response: Response) -> Response:
@@ -89,21 +111,8 @@ def _after(response: Response) -> Response:
     if request_id is None:
         return response
     response.headers[REQUEST_ID_HEADER] = request_id
-    if access_log.isEnabledFor(logging.INFO):
-        req = request._get_current_object()
-        started = getattr(ctx_g, "request_started", None) or time.perf_counter()
-        fields = {
-            "method": req.method,
-            "path": req.path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "request_id": request_id,
-            "remote_addr": client_address(),
-        }
-        client_id = current_client_id()
-        if client_id:
-            fields["client_id"] = client_id
-        access_log.handle(_access_record(fields))
+    req = request._get_current_object()
+    log_request(ctx_g, req.method, req.path, response.status_code, req.environ)
     return response
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -121,27 +121,45 @@ def note_client_authenticated(_sender, client=None, grant=None, **_kwargs) -> No
 
 
 def attempted_auth_method() -> str:
+    """The client authentication method the current Flask request tried."""
+    return auth_method_tried(
+        request.headers, request.content_length, lambda: request.get_data(cache=True)
+    )
+
+
+def auth_method_tried(headers, length: int | None, body: Callable[[], bytes]) -> str:
     """The client authentication method a request tried, judged without parsing it again."""
     methods = []
-    if "Authorization" in request.headers:
+    if "Authorization" in headers:
         methods.append("client_secret_basic")
-    length = request.content_length
     if length and length <= (current_app.config.get("MAX_CONTENT_LENGTH") or 65536):
         # The view has already read and cached the body; a substring test on
         # it is cheap, and form encoding escapes '=' inside values.
-        body = request.get_data(cache=True)
-        if body.startswith(b"client_secret=") or b"&client_secret=" in body:
+        data = body()
+        if data.startswith(b"client_secret=") or b"&client_secret=" in data:
             methods.append("client_secret_post")
-        if b"client_assertion" in body:
+        if b"client_assertion" in data:
             methods.append("private_key_jwt")
     if not methods:
         return "none"
     return methods[0] if len(methods) == 1 else "multiple"
 
 
+def response_json(response: Response) -> object:
+    """The JSON body of a response as Response.get_json(silent=True) reads it; None if odd."""
+    try:
+        return response.get_json(silent=True)
+    except Exception:  # noqa: BLE001 - a streamed or odd body is just "other"
+        return None
+
+
 def outcome_of(response: Response) -> str:
     """success, rate_limited, error or the RFC 6749 error code of an OAuth response."""
-    status = response.status_code
+    return outcome(response.status_code, lambda: response_json(response))
+
+
+def outcome(status: int, json_body: Callable[[], object]) -> str:
+    """The outcome label of a response given its status and its body as parsed JSON."""
     if status < 300:
         return "success"
     if status == 429:
@@ -150,34 +168,58 @@ def outcome_of(response: Response) -> str:
         return "too_large"
     if status >= 500 and status != 503:
         return "error"
-    try:
-        body = response.get_json(silent=True)
-    except Exception:  # noqa: BLE001 - a streamed or odd body is just "other"
-        body = None
+    body = json_body()
     code = body.get("error") if isinstance(body, dict) else None
     if code in KNOWN_ERRORS:
         return code
     return "error" if status >= 500 else "other"
 
 
+def start_timer(ctx_g) -> None:
+    """Start the latency timer of a request (on `ctx_g`, Flask's g object)."""
+    ctx_g.metrics_started = time.perf_counter()
+
+
+def observe_response(
+    ctx_g,
+    endpoint: str,
+    path: str,
+    method: str,
+    status: int,
+    json_body: Callable[[], object],
+    auth_method: Callable[[], str],
+) -> None:
+    """Count a finished request: latency by endpoint, 429s, OAuth outcome and auth method.
+
+    `json_body` and `auth_method` are asked only when the figures need them.
+    """
+    started = getattr(ctx_g, "metrics_started", None)
+    if started is None:
+        return
+    _latency_child(endpoint).observe(time.perf_counter() - started)
+    if status == 429:
+        RATE_LIMITED.inc()
+    oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(path)
+    if oauth is not None and method == "POST":
+        tried = getattr(ctx_g, "auth_method", None) or auth_method()
+        _request_child(oauth, outcome(status, json_body), tried).inc()
+
+
 def _before() -> None:
-    g._get_current_object().metrics_started = time.perf_counter()
+    start_timer(g._get_current_object())
 
 
 def _after(response: Response) -> Response:
-    ctx_g = g._get_current_object()
-    started = getattr(ctx_g, "metrics_started", None)
-    if started is None:
-        return response
     req = request._get_current_object()
-    endpoint = req.endpoint or "unmatched"
-    _latency_child(endpoint).observe(time.perf_counter() - started)
-    if response.status_code == 429:
-        RATE_LIMITED.inc()
-    oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(req.path)
-    if oauth is not None and req.method == "POST":
-        method = getattr(ctx_g, "auth_method", None) or attempted_auth_method()
-        _request_child(oauth, outcome_of(response), method).inc()
+    observe_response(
+        g._get_current_object(),
+        req.endpoint or "unmatched",
+        req.path,
+        req.method,
+        response.status_code,
+        lambda: response_json(response),
+        attempted_auth_method,
+    )
     return response
 
 

@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,9 +95,29 @@ def resolve_client_address(
 _ENVIRON_KEY = "ccserver.client_address"
 
 
-def client_address() -> str:
-    """The address of the client of the current request (see the module docstring)."""
-    environ = request.environ
+def request_environ() -> dict:
+    """The WSGI environ of the request being served.
+
+    app.fastpath serves token requests in an app context alone and keeps their
+    environ in `g.wsgi_environ`; everything else has Flask's request context.
+
+    :raise RuntimeError: no request is being served.
+    """
+    if has_request_context():
+        return request.environ
+    environ = g.get("wsgi_environ")
+    if environ is None:
+        raise RuntimeError("no request is being served")
+    return environ
+
+
+def client_address(environ: dict | None = None) -> str:
+    """The address of the client of `environ`, by default the current request's.
+
+    See the module docstring for how trusted proxies are honoured.
+    """
+    if environ is None:
+        environ = request_environ()
     address = environ.get(_ENVIRON_KEY)
     if address is None:
         networks = parse_trusted_proxies(current_app.config.get("TRUSTED_PROXIES"))

@@ -72,19 +72,21 @@ def run_schedule() -> dict[str, object]:
     return {"rotated": rotated.kid if rotated is not None else None, "purged": purged}
 
 
+def check_key_schedule() -> None:
+    """before_request: run the schedule if this process's turn has come (see RotationScheduler)."""
+    if not current_app.extensions["ccserver.rotation"].claim():
+        return
+    try:
+        run_schedule()
+    except sa.exc.SQLAlchemyError:
+        # Another instance holding the lock too long, or the database is
+        # down: the request goes on; the next check retries.
+        db.session.rollback()
+        log.warning("signing-key schedule check failed; retrying later", exc_info=True)
+
+
 def init_app(app: Flask) -> None:
     """Check the schedule on a request at most once per KEY_SCHEDULE_INTERVAL."""
     scheduler = RotationScheduler(float(app.config.get("KEY_SCHEDULE_INTERVAL", 60)))
     app.extensions["ccserver.rotation"] = scheduler
-
-    @app.before_request
-    def check_key_schedule() -> None:
-        if not scheduler.claim():
-            return
-        try:
-            run_schedule()
-        except sa.exc.SQLAlchemyError:
-            # Another instance holding the lock too long, or the database is
-            # down: the request goes on; the next check retries.
-            db.session.rollback()
-            log.warning("signing-key schedule check failed; retrying later", exc_info=True)
+    app.before_request(check_key_schedule)
