@@ -90,6 +90,11 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
 
     rotation.init_app(app)
     logging.getLogger("authlib").setLevel(logging.WARNING)
+    from . import fastpath
+
+    # Last: the fast path serves token requests only while the app's hooks are
+    # exactly the ones it stands in for, all registered by now.
+    fastpath.install(app)
     return app
 
 
