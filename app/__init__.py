@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask
 
 from .config import Config, finalize
 
@@ -80,12 +80,12 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     from . import ratelimit
 
     ratelimit.init_app(app)
-    from . import proxy
+    from . import hooks, proxy
 
     proxy.init_app(app)
     register_error_handlers(app)
     _register_blueprints(app)
-    _register_hooks(app)
+    hooks.init_app(app)
     from .keys import rotation
 
     rotation.init_app(app)
@@ -149,38 +149,3 @@ def _register_blueprints(app: Flask) -> None:
     console.init_app(app)
     metrics.init_app(app)
     logging_setup.init_app(app)
-
-
-def security_header_defaults(path: str) -> list[tuple[str, str]]:
-    """Headers a response to `path` gets unless it already has them."""
-    headers = [("X-Content-Type-Options", "nosniff")]
-    if path.startswith(("/oauth2/", "/api/")):
-        headers.append(("Cache-Control", "no-store"))
-    if current_app.config["ISSUER"].startswith("https://"):
-        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
-    return headers
-
-
-def security_headers(response: Response) -> Response:
-    """after_request: the `security_header_defaults` of the request's path."""
-    for name, value in security_header_defaults(request.path):
-        response.headers.setdefault(name, value)
-    return response
-
-
-def flush_usage(_exc: BaseException | None = None) -> None:
-    """teardown_request: write the last_used_at notes once they are due."""
-    from .extensions import db
-    from .runtime import runtime
-
-    usage = runtime().usage
-    if usage.due():
-        try:
-            usage.flush(db.engine)
-        except Exception:  # noqa: BLE001 - last_used_at is best effort
-            logging.getLogger(__name__).warning("could not write last_used_at")
-
-
-def _register_hooks(app: Flask) -> None:
-    app.after_request(security_headers)
-    app.teardown_request(flush_usage)

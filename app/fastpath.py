@@ -43,7 +43,8 @@ from flask.signals import request_finished, request_started, request_tearing_dow
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from . import flush_usage, logging_setup, metrics, proxy, security_header_defaults, security_headers
+from . import logging_setup, metrics, proxy
+from .hooks import flush_usage, security_header_defaults, security_headers
 from .keys import rotation
 from .oauth import views
 from .oauth.server import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
