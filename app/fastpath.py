@@ -160,9 +160,12 @@ class TokenFastPath:
             error = exc
             raise
         finally:
-            if not flask_took_over:
-                flush_usage(error)
-            ctx.pop(error)
+            # As RequestContext.pop: the app context goes even if a teardown raises.
+            try:
+                if not flask_took_over:
+                    flush_usage(error)
+            finally:
+                ctx.pop(error)
 
     def _after(
         self, ctx_g, environ: dict, headers: EnvironHeaders, body: bytes, plain: PlainResponse
