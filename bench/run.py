@@ -713,15 +713,16 @@ def print_profile(raw: Path, top: int = 25) -> None:
             for f in stack.split(";")
             if "(" in f
         ]
-        # Idle workers wait in the server's own code; count only request work.
-        if not any("wsgi_app" in f for f in frames):
+        # Idle workers wait in the server's own code; count only request work
+        # (Flask's wsgi_app, or the token fast path in front of it).
+        if not any("wsgi_app" in f or "TokenFastPath" in f for f in frames):
             continue
         total += n
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-    print(f"\n## Profile: {total} samples inside Flask.wsgi_app\n")
+    print(f"\n## Profile: {total} samples inside the app (TokenFastPath or Flask.wsgi_app)\n")
     print("| own % | frame |\n| ---: | --- |")
     for frame, n in own.most_common(top):
         print(f"| {100 * n / total:.1f} | `{frame}` |")
