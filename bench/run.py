@@ -796,6 +796,8 @@ def run_all(work: Path) -> None:
     if env("BENCH_LISTING", "1") == "1":
         from bench.listing import measure_listing
 
+        # The last algorithm's run left its own signing keys in the database.
+        reset_signing_keys("ES256", str(work / "keys-ES256"))
         measure_listing(work, DATABASE_URL, server_env, start_server, stop_process, PORT)
 
 
