@@ -4,12 +4,13 @@ statement (app/pgread.py, on a cache miss) as from the portable Core selects.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from app.clients.records import load_record, load_record_postgres
+from app.clients.records import ClientStore, load_record, load_record_postgres
 from app.extensions import db
 from app.models import ClientSecret
 from app.pgread import postgres_reader
@@ -67,3 +68,15 @@ def test_one_statement_reads_what_the_core_selects_read(app, client, factory):
         # Unknown and impossible ids name no client, without an error.
         for missing in ("no-such-client", "", "x" * 65, "a\x00b"):
             assert load_record_postgres(reader, missing) is None
+
+
+def test_expired_cache_entries_are_swept(app):
+    """A worker that sees many clients keeps only those seen within the TTL."""
+    store = ClientStore(ttl=0.2)
+    with app.app_context():
+        for i in range(50):
+            assert store.get(f"unknown-{i}") is None
+        assert len(store._cache) == 50
+        time.sleep(0.25)
+        store.get("one-more")
+        assert list(store._cache) == ["one-more"]

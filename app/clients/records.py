@@ -106,6 +106,7 @@ class ClientStore:
         # Bumped by every invalidation: a record read before a change commits
         # must not be cached after that change dropped the entry.
         self._generation = 0
+        self._next_sweep = 0.0
 
     def get(self, client_id: str) -> ClientRecord | None:
         now = time.monotonic()
@@ -124,6 +125,14 @@ class ClientStore:
                 record = load_record(conn, client_id)
         if self.ttl > 0:
             with self._lock:
+                if now >= self._next_sweep:
+                    # Expired entries are never read again: without this sweep a
+                    # worker serving many clients would keep one record per
+                    # client it ever saw (up to the bound below).
+                    self._next_sweep = now + self.ttl
+                    self._cache = {
+                        cid: hit for cid, hit in self._cache.items() if now - hit[0] < self.ttl
+                    }
                 if len(self._cache) > 100_000:
                     # Unknown ids are cached too; bound the memory an attacker
                     # can make us hold by sending random ids.
