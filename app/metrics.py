@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import ClientDisconnected
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # prometheus_client writes there as soon as a metric exists; a missing
@@ -135,7 +136,12 @@ def auth_method_tried(headers, length: int | None, body: Callable[[], bytes]) ->
     if length and length <= (current_app.config.get("MAX_CONTENT_LENGTH") or 65536):
         # The view has already read and cached the body; a substring test on
         # it is cheap, and form encoding escapes '=' inside values.
-        data = body()
+        try:
+            data = body()
+        except ClientDisconnected:
+            # The body was shorter than its Content-Length: the view has
+            # answered 400 already; a second read must not turn that into 500.
+            data = b""
         if data.startswith(b"client_secret=") or b"&client_secret=" in data:
             methods.append("client_secret_post")
         if b"client_assertion" in data:

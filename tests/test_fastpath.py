@@ -437,6 +437,12 @@ def test_short_body_goes_to_flask_with_what_was_read(
     if terminated:
         # werkzeug reads a terminated stream to its end, whatever Content-Length says.
         assert fast.status == "200 OK"
+    else:
+        # The client went away mid-body: a 400 in RFC 6749 shape, logged, never a 500.
+        assert fast.status.startswith("400"), fast.status
+        assert json.loads(fast.body)["error"] == "invalid_request"
+        assert fast.log is not None and fast.log["status"] == 400
+        assert "X-Request-ID" in dict(fast.headers)
     assert_same(fast, slow, vary=("X-Request-ID",))
 
 
