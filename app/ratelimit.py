@@ -15,7 +15,9 @@ Extensions Error Registry, RFC 6749 §8.5) for "polling too fast".
 
 Counters are shared by every instance: in Redis (INCR + EXPIRE) when
 REDIS_URL is set, else in the `auth_failures` table (an atomic upsert; rows
-past their expiry are purged now and then). When Redis is configured but
+past their expiry are purged now and then). The pre-check itself reads
+neither while the process's feed is up: `app.ratelimit_feed` keeps a local
+copy of the keys over a limit, pushed by the store as they cross it. When Redis is configured but
 unreachable the limiter fails open: requests are served without limits and a
 warning is logged, because refusing every client while Redis is down would
 turn a Redis outage into a full outage. Redis is then not tried again for a
