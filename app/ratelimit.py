@@ -231,11 +231,12 @@ class RateLimiter:
         """This process's block feed (started on first use), or None on SQLite or when off."""
         current = self._feed
         pid = os.getpid()
-        if current is not None and current[0] == pid:
+        if current is not None and current[0] == pid and not _stopped(current[1]):
             return current[1]
         with self._lock:
             current = self._feed
-            if current is None or current[0] != pid:
+            # A disposed engine stopped the feed; the app may go on serving.
+            if current is None or current[0] != pid or _stopped(current[1]):
                 current = self._feed = (pid, self._start_feed())
         return current[1]
 
@@ -365,6 +366,10 @@ class RateLimiter:
             for (key, limit), count in zip(limits.items(), counts, strict=True):
                 if count >= limit:
                     blocks.add(window_start, count, key)
+
+
+def _stopped(feed: Feed | None) -> bool:
+    return feed is not None and feed.stopped
 
 
 def init_app(app: Flask) -> RateLimiter:

@@ -71,6 +71,7 @@ class Blocks:
         self._counts: dict[str, int] = {}
         self._overflow_window = -1
         self._ready = False
+        self._closed = False
 
     def trusted(self, window_start: int) -> bool:
         """True when the copy is whole for this window: the feed is up, nothing was dropped."""
@@ -103,10 +104,17 @@ class Blocks:
             self._overflow_window = -1
         for window_start, count, key in entries:
             self.add(window_start, count, key)
-        self._ready = True
+        # A feed stopped while it was loading must not leave a copy that is
+        # trusted but never updated again.
+        self._ready = not self._closed
 
     def suspend(self) -> None:
         """The feed lost its connection: stop trusting the copy until it reloads."""
+        self._ready = False
+
+    def close(self) -> None:
+        """The feed has stopped for good: never trust this copy again."""
+        self._closed = True
         self._ready = False
 
 
@@ -208,9 +216,13 @@ class Feed:
         self._thread.start()
         return self
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
-        self.blocks.suspend()
+        self.blocks.close()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)

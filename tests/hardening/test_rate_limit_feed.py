@@ -25,10 +25,16 @@ TOKEN = {"grant_type": "client_credentials"}
 
 
 @pytest.fixture
-def app_config(backend_config) -> dict:
+def window() -> int:
+    """The limit window in seconds; a test may parametrize a longer one."""
+    return WINDOW
+
+
+@pytest.fixture
+def app_config(backend_config, window) -> dict:
     return {
         **backend_config,
-        "AUTH_FAILURE_WINDOW": WINDOW,
+        "AUTH_FAILURE_WINDOW": window,
         "AUTH_FAILURE_LIMIT_CLIENT": LIMIT,
         "AUTH_FAILURE_LIMIT_ADDRESS": 300,
         "TRUSTED_PROXIES": "",
@@ -97,8 +103,8 @@ def wait_trusted(app, seconds: float = 10) -> None:
     raise AssertionError("the rate-limit feed never became ready")
 
 
-def fresh_window(needed: float = 4) -> None:
-    left = WINDOW - time.time() % WINDOW
+def fresh_window(needed: float = 4, window: int = WINDOW) -> None:
+    left = window - time.time() % window
     if left < needed:
         time.sleep(left + 0.05)
 
@@ -184,13 +190,16 @@ def _kill_feed_connections(app, backend: str) -> None:
                 )
 
 
+@pytest.mark.parametrize("window", [20])
 def test_lost_feed_falls_back_to_reads_then_recovers(
-    app, client, factory, feeds, backend, instances, counter_reads
+    app, client, factory, feeds, backend, instances, counter_reads, window
 ):
     cid, secret = factory.client()
     other = instances()
     http = other.test_client()
-    fresh_window(needed=5)
+    # Losing the feed, noticing it and reconnecting take a few seconds: all
+    # of it must happen inside the one window whose block is being checked.
+    fresh_window(needed=14, window=window)
     assert token_status(http, cid, secret) == 200
     wait_trusted(other)
     fail_until_blocked(client, cid)
@@ -273,3 +282,24 @@ def test_malformed_notifications_are_ignored(text):
 
 def test_notification_round_trip_keeps_spaces_in_keys():
     assert parse_payload(payload(60, 3, "client:a b")) == (60, 3, "client:a b")
+
+
+def test_a_disposed_engine_stops_the_feed_and_the_next_check_starts_another(app, feeds):
+    with app.app_context():
+        lim = limiter(app)
+        first = lim.feed()
+        wait_trusted(app)
+        db.engine.dispose()
+        assert first.stopped
+        assert not first.blocks.trusted(lim._window()[0])
+        second = lim.feed()
+        assert second is not first
+    wait_trusted(app)
+    first.join(timeout=5)
+
+
+def test_a_closed_copy_is_never_trusted_again():
+    blocks = Blocks()
+    blocks.close()
+    blocks.replace([(60, 3, "client:a")])  # a load that finished after the stop
+    assert not blocks.trusted(60)
