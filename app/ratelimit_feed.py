@@ -137,7 +137,7 @@ class PostgresSource:
     def load(self, window_start: int) -> list[tuple[int, int, str]]:
         rows = self.conn.execute(
             "SELECT window_start, count, key FROM auth_failures "
-            "WHERE window_start >= %s AND count >= %s",
+            "WHERE window_start = %s AND count >= %s",
             (window_start, self.min_limit),
         ).fetchall()
         return [(int(w), int(c), k) for w, c, k in rows]
