@@ -127,6 +127,27 @@ def client(app):
 
 
 @pytest.fixture
+def make_app(app_config, app):
+    """Other instances on the same database (and Redis), with config overrides.
+
+    Each has its own caches, key ring and rate-limit feed; its pools are
+    closed (and its feed stopped) after the test.
+    """
+    made = []
+
+    def make(**overrides):
+        extra = create_app({**app_config, **overrides})
+        made.append(extra)
+        return extra
+
+    yield make
+    for extra in made:
+        with extra.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
 def runner(app):
     return app.test_cli_runner()
 

@@ -41,26 +41,6 @@ def value(samples, name: str, **labels) -> float:
 TOKEN = "ccserver_token_requests_total"
 
 
-@pytest.fixture
-def make_app(base_config, app):
-    """Another app on the same database with config overrides; its pool is closed after."""
-    from app import create_app
-    from app.extensions import db
-
-    made = []
-
-    def make(**overrides):
-        extra = create_app({**base_config, **overrides})
-        made.append(extra)
-        return extra
-
-    yield make
-    for extra in made:
-        with extra.app_context():
-            db.session.remove()
-            db.engine.dispose()
-
-
 def test_token_outcomes_by_auth_method(client, factory):
     cid, secret = factory.client(scopes=["read"])
     before = scrape(client)

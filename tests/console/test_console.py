@@ -55,26 +55,6 @@ class Console:
 
 
 @pytest.fixture
-def make_app(base_config, app):
-    """Another app on the same database with config overrides; its pool is closed after."""
-    from app import create_app
-    from app.extensions import db
-
-    made = []
-
-    def make(**overrides):
-        extra = create_app({**base_config, **overrides})
-        made.append(extra)
-        return extra
-
-    yield make
-    for extra in made:
-        with extra.app_context():
-            db.session.remove()
-            db.engine.dispose()
-
-
-@pytest.fixture
 def console(client) -> Console:
     return Console(client)
 

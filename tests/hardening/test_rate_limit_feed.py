@@ -13,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from app import create_app, ratelimit
+from app import ratelimit
 from app.extensions import db
 from app.ratelimit_feed import APPLICATION_NAME, Blocks, parse_payload, payload
 from app.state import redis_client
@@ -51,23 +51,6 @@ def on_postgres(app) -> bool:
 def feeds(on_postgres, backend):
     if backend == "database" and not on_postgres:
         pytest.skip("the database feed is PostgreSQL's LISTEN/NOTIFY")
-
-
-@pytest.fixture
-def instances(app, app_config):
-    """Start other instances on demand; each is disposed (and its feed stopped) after."""
-    made = []
-
-    def start(**overrides):
-        other = create_app({**app_config, **overrides})
-        made.append(other)
-        return other
-
-    yield start
-    for other in made:
-        with other.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 @pytest.fixture
@@ -134,10 +117,10 @@ def eventually(predicate, seconds: float = 2.0) -> bool:
 
 
 def test_block_on_one_instance_holds_on_another_without_reads(
-    app, client, factory, feeds, instances, counter_reads
+    app, client, factory, feeds, make_app, counter_reads
 ):
     cid, secret = factory.client()
-    other = instances()
+    other = make_app()
     http = other.test_client()
     fresh_window()
     assert token_status(http, cid, secret) == 200  # starts the second instance's feed
@@ -163,11 +146,11 @@ def test_block_on_one_instance_holds_on_another_without_reads(
     assert token_status(client, cid, secret) == 200
 
 
-def test_instance_started_during_a_block_loads_it(app, client, factory, feeds, instances):
+def test_instance_started_during_a_block_loads_it(app, client, factory, feeds, make_app):
     cid, secret = factory.client()
     fresh_window()
     fail_until_blocked(client, cid)
-    late = instances()
+    late = make_app()
     http = late.test_client()
     with late.app_context():
         limiter(late).feed()
@@ -192,10 +175,10 @@ def _kill_feed_connections(app, backend: str) -> None:
 
 @pytest.mark.parametrize("window", [20])
 def test_lost_feed_falls_back_to_reads_then_recovers(
-    app, client, factory, feeds, backend, instances, counter_reads, window
+    app, client, factory, feeds, backend, make_app, counter_reads, window
 ):
     cid, secret = factory.client()
-    other = instances()
+    other = make_app()
     http = other.test_client()
     # Losing the feed, noticing it and reconnecting take a few seconds: all
     # of it must happen inside the one window whose block is being checked.
@@ -222,8 +205,8 @@ def test_lost_feed_falls_back_to_reads_then_recovers(
     assert counter_reads[0] == reads_before
 
 
-def test_feed_can_be_turned_off(factory, feeds, instances, counter_reads):
-    app_off = instances(AUTH_FAILURE_FEED=False)
+def test_feed_can_be_turned_off(factory, feeds, make_app, counter_reads):
+    app_off = make_app(AUTH_FAILURE_FEED=False)
     with app_off.app_context():
         assert limiter(app_off).feed() is None
     cid, secret = factory.client()
