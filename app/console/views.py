@@ -229,7 +229,11 @@ def create_client():
     body = client_body(request.form, creating=True, may_set_account=caller.is_system)
     try:
         values, account_id = validate_client(
-            body, "create", account_id=caller.account_id, may_set_account=caller.is_system
+            body,
+            "create",
+            account_id=caller.account_id,
+            may_set_account=caller.is_system,
+            grantable=caller.scopes,
         )
         client, secret, plaintext = service.create_client(
             account_id, values, caller.client_id, runtime().pepper
@@ -313,7 +317,13 @@ def update_client(client_id: str):
     body = client_body(request.form, creating=False, may_set_account=False)
     try:
         _check_version(client)
-        values, _ = validate_client(body, "update", current=client, account_id=client.account_id)
+        values, _ = validate_client(
+            body,
+            "update",
+            current=client,
+            account_id=client.account_id,
+            grantable=g.caller.scopes,
+        )
         service.ensure_unlocked(client)
         changed = service.update_client(client, values, g.caller.client_id)
         db.session.commit()

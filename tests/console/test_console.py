@@ -485,3 +485,58 @@ def test_audit_log_page_is_paged_and_scoped(factory, console, app):
     system = Console(app.test_client())
     system.signin(*factory.admin("system"))
     assert globex in system.get("/console/audit").get_data(as_text=True)
+
+
+# --- The API's privilege rule holds in the console too ----------------------------------
+
+
+def test_console_create_cannot_grant_scopes_the_admin_lacks(factory, console, client):
+    """A tenant admin with clients:read/write cannot mint an admin with audit:read."""
+    console.signin(*factory.admin("acme", scopes=["clients:read", "clients:write"]))
+    console.get("/console/clients/new")
+    response = console.post(
+        "/console/clients/new",
+        {"name": "escalated", "client_type": "admin", "scopes": "clients:read audit:read"},
+    )
+    assert response.status_code == 400
+    assert "audit:read" in html.unescape(response.get_data(as_text=True))
+    listed = client.get(
+        "/api/v1/clients?name_prefix=escalated&account_id=acme",
+        headers=factory.admin_headers("system"),
+    ).get_json()["data"]
+    assert listed == []
+
+
+def test_console_edit_cannot_grant_itself_scopes_it_lacks(factory, console, client):
+    """The same admin cannot edit itself (or another admin) into audit:read."""
+    cid, secret = factory.admin("acme", scopes=["clients:read", "clients:write"])
+    console.signin(cid, secret)
+    page = console.get(f"/console/clients/{cid}").get_data(as_text=True)
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)
+    form = {
+        "version": version,
+        "name": "x",
+        "friendly_name": "x",
+        "scopes": "clients:read clients:write audit:read",
+        "audiences": "",
+        "client_type": "admin",
+        "access_token_ttl": "900",
+        "tags": "",
+    }
+    api = client.get(f"/api/v1/clients/{cid}", headers=factory.admin_headers("system")).get_json()
+    form["name"] = api["name"]
+    form["audiences"] = " ".join(api["audiences"])
+    response = console.post(f"/console/clients/{cid}/edit", form)
+    assert response.status_code == 400
+    after = client.get(f"/api/v1/clients/{cid}", headers=factory.admin_headers("system")).get_json()
+    assert after["scopes"] == ["clients:read", "clients:write"]
+
+
+def test_console_system_admin_without_keys_scopes_cannot_create_a_keys_admin(factory, console):
+    console.signin(*factory.admin("system", scopes=["clients:read", "clients:write"]))
+    console.get("/console/clients/new")
+    response = console.post(
+        "/console/clients/new",
+        {"name": "keyadmin", "client_type": "admin", "scopes": "keys:write"},
+    )
+    assert response.status_code == 400
