@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from .config import Config, finalize
+from app.settings import Config, finalize
 
 
 class _Flask(Flask):
@@ -42,13 +42,13 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     finalize(app.config)
     _prepare_database_url(app)
 
-    from . import models  # noqa: F401  (registers every table with the metadata)
-    from .clients.records import ClientStore
-    from .clients.secrets import load_pepper
-    from .clients.usage import UsageTracker
-    from .extensions import db, migrate
-    from .keys.service import KeyRing, KeyTiming
-    from .runtime import Runtime
+    from app import models  # noqa: F401  (registers every table with the metadata)
+    from app.clients.records import ClientStore
+    from app.clients.secrets import load_pepper
+    from app.clients.usage import UsageTracker
+    from app.extensions import db, migrate
+    from app.runtime import Runtime
+    from app.signing.keys import KeyRing, KeyTiming
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
@@ -73,24 +73,24 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
         usage=UsageTracker(app.config["LAST_USED_RESOLUTION"]),
     )
 
-    from .errors import register_error_handlers
-    from .oauth.server import config_oauth
+    from app.errors import register_error_handlers
+    from app.oauth.server import config_oauth
 
     config_oauth(app)
-    from . import ratelimit
+    from app.state import failures
 
-    ratelimit.init_app(app)
-    from . import hooks, proxy
+    failures.init_app(app)
+    from app.http import client_address, pipeline
 
-    proxy.init_app(app)
+    client_address.init_app(app)
     register_error_handlers(app)
     _register_blueprints(app)
-    hooks.init_app(app)
-    from .keys import rotation
+    pipeline.init_app(app)
+    from app.signing import rotation
 
     rotation.init_app(app)
     logging.getLogger("authlib").setLevel(logging.WARNING)
-    from . import fastpath
+    from app.oauth import fastpath
 
     # Last: the fast path serves token requests only while the app's hooks are
     # exactly the ones it stands in for, all registered by now.
@@ -126,26 +126,27 @@ def _prepare_database_url(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from . import api, ops
-    from .api import routes  # noqa: F401  (attaches the resource views to api.bp)
-    from .cli import admin_cli, keys_cli
-    from .keys import jwks
-    from .oauth import views
+    from app import api
+    from app.api import routes  # noqa: F401  (attaches the resource views to api.bp)
+    from app.cli.setup import admin_cli, keys_cli
+    from app.http import health
+    from app.oauth import jwks, views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(jwks.bp)
-    app.register_blueprint(ops.bp)
+    app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(keys_cli)
     app.register_blueprint(admin_cli)
 
-    from . import cli_operators
+    from app.cli import clients as clients_cli
 
-    cli_operators.init_app(app)
+    clients_cli.init_app(app)
 
-    from . import console, docs, logging_setup, metrics
+    from app import console
+    from app.http import access_log, api_docs, metrics
 
-    app.register_blueprint(docs.bp)
+    app.register_blueprint(api_docs.bp)
     console.init_app(app)
     metrics.init_app(app)
-    logging_setup.init_app(app)
+    access_log.init_app(app)

@@ -163,7 +163,7 @@ def register_error_handlers(app: Flask) -> None:
     # Runs before Flask-SQLAlchemy's own teardown (Flask calls them in reverse).
     @app.teardown_appcontext
     def close_session_quietly(_exc):
-        from .extensions import db
+        from app.extensions import db
 
         try:
             db.session.remove()
@@ -205,7 +205,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
     def handle_database_down(error: Exception):
-        from .extensions import db
+        from app.extensions import db
 
         db.session.rollback()
         log.error("database unavailable: %s", type(error).__name__)
@@ -218,7 +218,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(500)
     def handle_internal_error(error: Exception):
-        from .extensions import db
+        from app.extensions import db
 
         db.session.rollback()
         if _is_oauth_path():

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from .clients.records import ClientStore
-from .clients.usage import UsageTracker
-from .keys.service import KeyRing
+from app.clients.records import ClientStore
+from app.clients.usage import UsageTracker
+from app.signing.keys import KeyRing
 
 
 @dataclass

@@ -277,8 +277,8 @@ def _bench_clients(engine, work: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from app.clients.secrets import hash_secret
-    from app.keys.service import public_jwk
     from app.models import Client, ClientKey, ClientSecret
+    from app.signing.keys import public_jwk
     from app.timeutil import utcnow
 
     private = ec.generate_private_key(ec.SECP256R1())

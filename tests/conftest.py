@@ -23,9 +23,9 @@ os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 from app import create_app  # noqa: E402
 from app.clients.service import create_client  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.keys import service as keys_service  # noqa: E402
 from app.runtime import runtime  # noqa: E402
-from app.state import redis_client  # noqa: E402
+from app.signing import keys as keys_service  # noqa: E402
+from app.state.redis import redis_client  # noqa: E402
 
 TEST_PEPPER = "test-pepper-not-for-production"
 ISSUER = "http://localhost:5000"

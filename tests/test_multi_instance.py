@@ -25,9 +25,9 @@ import pytest
 import requests
 
 from app.extensions import db
-from app.keys import service as keys_service
 from app.models import SigningKey
 from app.runtime import runtime
+from app.signing import keys as keys_service
 from app.timeutil import utcnow
 from tests.conftest import ISSUER, TEST_PEPPER, free_port
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import g, request
 
-from ..errors import BadRequest
-from ..extensions import db
-from ..models import AuditEvent
-from . import bp
-from .auth import require_scope
-from .pagination import (
+from app.api import bp
+from app.api.auth import require_scope
+from app.api.pagination import (
     account_from_query,
     check_query_args,
     decode_cursor,
     page_response,
     parse_limit,
 )
-from .schemas import audit_event_to_dict
+from app.api.schemas import audit_event_to_dict
+from app.errors import BadRequest
+from app.extensions import db
+from app.models import AuditEvent
 
 LISTING = "audit-events"
 

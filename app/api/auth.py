@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import jwt
 from flask import current_app, g, request
 
-from .. import revocation
-from ..clients.service import SYSTEM_ACCOUNT
-from ..errors import Forbidden, Unauthorized
-from ..runtime import runtime
+from app.clients.service import SYSTEM_ACCOUNT
+from app.errors import Forbidden, Unauthorized
+from app.runtime import runtime
+from app.state import jti as revocation
 
 
 @dataclass(frozen=True)

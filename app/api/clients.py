@@ -6,21 +6,21 @@ from datetime import UTC, datetime, timedelta
 
 from flask import g, jsonify, request, url_for
 
-from ..clients import service
-from ..errors import BadRequest, PreconditionFailed, ValidationError
-from ..extensions import db
-from ..models import CLIENT_TYPES, Client
-from ..runtime import runtime
-from . import bp
-from .auth import require_scope
-from .pagination import (
+from app.api import bp
+from app.api.auth import require_scope
+from app.api.pagination import (
     account_from_query,
     check_query_args,
     decode_cursor,
     page_response,
     parse_limit,
 )
-from .schemas import CONTROL_RE, client_etag, client_to_dict, json_body, validate_client
+from app.api.schemas import CONTROL_RE, client_etag, client_to_dict, json_body, validate_client
+from app.clients import service
+from app.errors import BadRequest, PreconditionFailed, ValidationError
+from app.extensions import db
+from app.models import CLIENT_TYPES, Client
+from app.runtime import runtime
 
 LISTING = "clients"
 _MICROSECOND = timedelta(microseconds=1)

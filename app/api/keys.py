@@ -6,14 +6,14 @@ from typing import Any
 
 from flask import g, jsonify
 
-from ..clients import keys as key_service
-from ..clients.service import get_client
-from ..extensions import db
-from ..models import ClientKey
-from ..timeutil import isoformat
-from . import bp
-from .auth import require_scope
-from .schemas import json_body
+from app.api import bp
+from app.api.auth import require_scope
+from app.api.schemas import json_body
+from app.clients import keys as key_service
+from app.clients.service import get_client
+from app.extensions import db
+from app.models import ClientKey
+from app.timeutil import isoformat
 
 
 def key_to_dict(key: ClientKey) -> dict[str, Any]:

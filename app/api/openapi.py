@@ -14,10 +14,10 @@ from typing import Any
 
 from flask import current_app, jsonify
 
-from ..clients import keys as client_keys
-from ..errors import ValidationError
-from . import bp
-from . import schemas as client_rules
+from app.api import bp
+from app.api import schemas as client_rules
+from app.clients import keys as client_keys
+from app.errors import ValidationError
 
 OPENAPI_VERSION = "3.1.0"
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from flask import current_app, jsonify, request
 
-from ..errors import BadRequest, ValidationError
+from app.errors import BadRequest, ValidationError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
@@ -108,7 +108,7 @@ def account_from_query(caller: Any) -> str | None:
 
     :raise ValidationError: 400 for a malformed or forbidden `account_id`.
     """
-    from .schemas import validate_account_id
+    from app.api.schemas import validate_account_id
 
     requested = request.args.get("account_id")
     if requested is None:

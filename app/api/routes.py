@@ -1,3 +1,3 @@
 """Imports every resource module so its views attach to the API blueprint."""
 
-from . import audit, clients, keys, openapi, secrets, signing_keys  # noqa: F401
+from app.api import audit, clients, keys, openapi, secrets, signing_keys  # noqa: F401

@@ -15,15 +15,15 @@ from typing import Any
 from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 
-from ..clients.service import (
+from app.clients.service import (
     ACCOUNT_MANAGEMENT_SCOPES,
     CLIENT_DEFAULTS,
     MANAGEMENT_SCOPES,
     SYSTEM_ACCOUNT,
 )
-from ..errors import BadRequest, ValidationError
-from ..models import CLIENT_TYPES, Client
-from ..timeutil import isoformat
+from app.errors import BadRequest, ValidationError
+from app.models import CLIENT_TYPES, Client
+from app.timeutil import isoformat
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ACCOUNT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

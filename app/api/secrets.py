@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from flask import g, url_for
 
-from ..clients import secrets as secrets_service
-from ..clients.service import get_client
-from ..errors import NotFound
-from ..extensions import db
-from ..models import ClientSecret
-from ..runtime import runtime
-from ..timeutil import isoformat
-from . import bp
-from .auth import require_scope
-from .openapi import parse_body
+from app.api import bp
+from app.api.auth import require_scope
+from app.api.openapi import parse_body
+from app.clients import secrets as secrets_service
+from app.clients.service import get_client
+from app.errors import NotFound
+from app.extensions import db
+from app.models import ClientSecret
+from app.runtime import runtime
+from app.timeutil import isoformat
 
 
 def secret_to_dict(secret: ClientSecret) -> dict:

@@ -6,15 +6,15 @@ from typing import Any
 
 from flask import current_app, g, jsonify
 
-from ..errors import ValidationError
-from ..extensions import db
-from ..keys import service as keys_service
-from ..models import SigningKey
-from ..runtime import runtime
-from ..timeutil import isoformat
-from . import bp
-from .auth import require_scope
-from .schemas import json_body
+from app.api import bp
+from app.api.auth import require_scope
+from app.api.schemas import json_body
+from app.errors import ValidationError
+from app.extensions import db
+from app.models import SigningKey
+from app.runtime import runtime
+from app.signing import keys as keys_service
+from app.timeutil import isoformat
 
 
 def signing_key_to_dict(key: SigningKey) -> dict[str, Any]:

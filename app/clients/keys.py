@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import OKPAlgorithm
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit
-from ..errors import Conflict, NotFound, ValidationError
-from ..extensions import db
-from ..keys.service import jwk_thumbprint
-from ..models import Client, ClientKey
-from ..timeutil import utcnow
-from .records import mark_client_changed
-from .service import ensure_unlocked
+from app.audit import events as audit
+from app.clients.records import mark_client_changed
+from app.clients.service import ensure_unlocked
+from app.errors import Conflict, NotFound, ValidationError
+from app.extensions import db
+from app.models import Client, ClientKey
+from app.signing.keys import jwk_thumbprint
+from app.timeutil import utcnow
 
 MAX_ACTIVE_KEYS = 5
 MIN_RSA_BITS = 2048

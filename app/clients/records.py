@@ -19,10 +19,10 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
-from ..extensions import db
-from ..models import Client, ClientKey, ClientSecret
-from ..pgread import PostgresReader, postgres_reader
-from .secrets import verify_secret
+from app.clients.secrets import verify_secret
+from app.extensions import db
+from app.models import Client, ClientKey, ClientSecret
+from app.state.autocommit import PostgresReader, postgres_reader
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .. import audit
-from ..errors import NotFound
-from ..extensions import db
-from ..models import Client, ClientSecret
-from ..timeutil import utcnow
+from app.audit import events as audit
+from app.errors import NotFound
+from app.extensions import db
+from app.models import Client, ClientSecret
+from app.timeutil import utcnow
 
 SECRET_PREFIX = "ccs_"
 HINT_LENGTH = 4
@@ -106,7 +106,7 @@ def create_secret(
 
     :raise Conflict: client_locked, or too_many_secrets past five active ones.
     """
-    from .service import add_secret, ensure_unlocked
+    from app.clients.service import add_secret, ensure_unlocked
 
     ensure_unlocked(client)
     return add_secret(client, pepper, actor, description=description, expires_in=expires_in)
@@ -124,7 +124,7 @@ def rotate_secret(
 
     :raise Conflict: client_locked.
     """
-    from .service import add_secret, ensure_unlocked
+    from app.clients.service import add_secret, ensure_unlocked
 
     ensure_unlocked(client)
     now = utcnow()
@@ -148,8 +148,8 @@ def delete_secret(client: Client, secret_id: str, actor: str) -> None:
     :raise NotFound: secret_not_found for an id that is not one of this client's.
     :raise Conflict: client_locked.
     """
-    from .records import mark_client_changed
-    from .service import ensure_unlocked
+    from app.clients.records import mark_client_changed
+    from app.clients.service import ensure_unlocked
 
     secret = None
     # Ids are at most 64 characters; anything else (or a NUL, which

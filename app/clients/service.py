@@ -10,13 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit
-from ..errors import Conflict, NotFound
-from ..extensions import db
-from ..models import Client, ClientKey, ClientSecret
-from ..timeutil import utcnow
-from .records import mark_client_changed
-from .secrets import generate_secret, hash_secret, secret_hint
+from app.audit import events as audit
+from app.clients.records import mark_client_changed
+from app.clients.secrets import generate_secret, hash_secret, secret_hint
+from app.errors import Conflict, NotFound
+from app.extensions import db
+from app.models import Client, ClientKey, ClientSecret
+from app.timeutil import utcnow
 
 MAX_ACTIVE_SECRETS = 5
 SYSTEM_ACCOUNT = "system"

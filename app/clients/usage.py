@@ -15,9 +15,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..models import ClientKey, ClientSecret
-from ..models.types import UTCDateTime
-from ..timeutil import utcnow
+from app.models import ClientKey, ClientSecret
+from app.models.types import UTCDateTime
+from app.timeutil import utcnow
 
 
 class UsageTracker:

@@ -41,7 +41,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 
 def init_app(app: Flask) -> None:
     """Register the console and set its cookie policy."""
-    from . import views  # noqa: F401  (attaches the views to bp)
+    from app.console import views  # noqa: F401  (attaches the views to bp)
 
     secure = app.config["ISSUER"].startswith("https://")
     app.config["SESSION_COOKIE_NAME"] = "ccserver_console"

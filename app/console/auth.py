@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 
-from ..api.auth import Caller
-from ..errors import Forbidden
-from ..runtime import runtime
-from ..timeutil import utcnow
+from app.api.auth import Caller
+from app.errors import Forbidden
+from app.runtime import runtime
+from app.timeutil import utcnow
 
 CSRF_FIELD = "csrf_token"
 
@@ -69,7 +69,7 @@ def sign_in(client_id: str, secret: str) -> None:
     limiter = current_app.extensions.get("ccserver.ratelimit")
     probe = _LimiterRequest(_Payload({"client_id": client_id}), {})
     if limiter is not None:
-        from ..ratelimit import RateLimited
+        from app.state.failures import RateLimited
 
         try:
             limiter.check(probe)

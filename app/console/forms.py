@@ -6,7 +6,7 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from ..models import Client
+from app.models import Client
 
 #: Choices offered for a new secret's lifetime (seconds; 0 = never expires).
 SECRET_LIFETIMES = [

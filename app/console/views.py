@@ -19,21 +19,16 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from ..api.clients import LISTING as CLIENTS_LISTING
-from ..api.clients import _cursor_position, _position
-from ..api.openapi import SCHEMAS, check
-from ..api.pagination import decode_cursor, encode_cursor
-from ..api.schemas import validate_client
-from ..clients import keys as key_service
-from ..clients import secrets as secrets_service
-from ..clients import service
-from ..errors import AppError, BadRequest, PreconditionFailed, ValidationError
-from ..extensions import db
-from ..models import CLIENT_TYPES, AuditEvent, Client
-from ..runtime import runtime
-from ..timeutil import utcnow
-from . import bp
-from .auth import (
+from app.api.clients import LISTING as CLIENTS_LISTING
+from app.api.clients import _cursor_position, _position
+from app.api.openapi import SCHEMAS, check
+from app.api.pagination import decode_cursor, encode_cursor
+from app.api.schemas import validate_client
+from app.clients import keys as key_service
+from app.clients import secrets as secrets_service
+from app.clients import service
+from app.console import bp
+from app.console.auth import (
     SignInRefused,
     SignInThrottled,
     check_csrf,
@@ -44,7 +39,12 @@ from .auth import (
     sign_in,
     sign_out,
 )
-from .forms import GRACE_PERIODS, SECRET_LIFETIMES, choice, client_body, client_form
+from app.console.forms import GRACE_PERIODS, SECRET_LIFETIMES, choice, client_body, client_form
+from app.errors import AppError, BadRequest, PreconditionFailed, ValidationError
+from app.extensions import db
+from app.models import CLIENT_TYPES, AuditEvent, Client
+from app.runtime import runtime
+from app.timeutil import utcnow
 
 PAGE_SIZE = 25
 AUDIT_LISTING = "audit-events"

@@ -1,11 +1,11 @@
 """All models, imported here so Alembic's autogenerate sees every table."""
 
-from .audit import AuditEvent
-from .client import CLIENT_TYPES, Client
-from .client_key import ClientKey
-from .revocation import AuthFailure, RevokedToken, UsedAssertion
-from .secret import ClientSecret
-from .signing_key import KEY_STATUSES, SigningKey
+from app.models.audit import AuditEvent
+from app.models.client import CLIENT_TYPES, Client
+from app.models.client_key import ClientKey
+from app.models.secret import ClientSecret
+from app.models.signing_key import KEY_STATUSES, SigningKey
+from app.models.state import AuthFailure, RevokedToken, UsedAssertion
 
 __all__ = [
     "CLIENT_TYPES",

@@ -7,9 +7,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
-from ..timeutil import utcnow
-from .types import JSONType, UTCDateTime
+from app.extensions import db
+from app.models.types import JSONType, UTCDateTime
+from app.timeutil import utcnow
 
 
 class ClientKey(db.Model):

@@ -34,10 +34,10 @@ from flask import Flask, Response, current_app, json
 from flask import request as flask_request
 from werkzeug.datastructures import EnvironHeaders
 
-from ..clients.records import ClientRecord
-from ..runtime import runtime
-from ..timeutil import utcnow
-from .tokens import JWTAccessTokenGenerator, NoSigningKeyError
+from app.clients.records import ClientRecord
+from app.oauth.rfc9068 import JWTAccessTokenGenerator, NoSigningKeyError
+from app.runtime import runtime
+from app.timeutil import utcnow
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -126,7 +126,7 @@ class FormRequest(OAuth2Request):
 
 
 class RawFormRequest(NamedTuple):
-    """A form POST read straight from the WSGI environ by app.fastpath, not yet parsed."""
+    """A form POST read straight from the WSGI environ by app.oauth.fastpath, not yet parsed."""
 
     method: str
     headers: EnvironHeaders
@@ -135,7 +135,7 @@ class RawFormRequest(NamedTuple):
 
 class PlainResponse(NamedTuple):
     """What `AuthorizationServer.handle_response` gives: a view makes a Response of it
-    (`flask_response`), app.fastpath writes it straight to start_response."""
+    (`flask_response`), app.oauth.fastpath writes it straight to start_response."""
 
     status: int
     body: bytes
@@ -211,11 +211,11 @@ class AuthorizationServer(_AuthorizationServer):
     assertion_authenticator: AssertionAuthenticator | None = None
     #: Called with (request, client_id) after every failed authentication.
     on_auth_failure: Callable[[FormRequest, str | None], None] | None = None
-    #: Set by app.ratelimit: refuses (429) a client id or address past its limit.
+    #: Set by app.state.failures: refuses (429) a client id or address past its limit.
     rate_limiter = None
 
     def create_oauth2_request(self, request) -> FormRequest:
-        """The FormRequest of a RawFormRequest (app.fastpath) or of the current Flask request.
+        """The FormRequest of a RawFormRequest (app.oauth.fastpath) or of the current Flask request.
 
         :raise InvalidRequestError: the body is not acceptable form data.
         """
@@ -384,7 +384,7 @@ def config_oauth(app: Flask) -> AuthorizationServer:
     )
     server.register_token_generator("default", server.token_generator)
     server.register_grant(ClientCredentialsGrant)
-    from .assertion import authenticate_assertion
+    from app.oauth.rfc7523 import authenticate_assertion
 
     server.assertion_authenticator = authenticate_assertion
     app.extensions["ccserver.oauth"] = server

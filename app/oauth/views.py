@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from ..clients.service import MANAGEMENT_SCOPES
-from . import introspection
-from .server import flask_response
+from app.clients.service import MANAGEMENT_SCOPES
+from app.oauth import rfc7662
+from app.oauth.server import flask_response
 
 bp = Blueprint("oauth", __name__)
 
@@ -24,13 +24,13 @@ def issue_token():
 @bp.post("/oauth2/introspect")
 def introspect_token():
     """RFC 7662 §2: token introspection for any authenticated client."""
-    return introspection.introspection_response(_server())
+    return rfc7662.introspection_response(_server())
 
 
 @bp.post("/oauth2/revoke")
 def revoke_token():
     """RFC 7009 §2: a client revokes one of its own tokens."""
-    return introspection.revocation_response(_server())
+    return rfc7662.revocation_response(_server())
 
 
 @bp.get("/.well-known/oauth-authorization-server")

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from app.extensions import db
-from app.keys.service import jwk_thumbprint
 from app.models import AuditEvent, ClientKey
+from app.signing.keys import jwk_thumbprint
 from app.timeutil import utcnow
 from tests.oauth.assertions import (
     KEY_KINDS,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
-from app.pgread import postgres_reader
+from app.state.autocommit import postgres_reader
 from tests.conftest import basic_auth
 
 TOKEN = {"grant_type": "client_credentials"}
@@ -205,8 +205,8 @@ def test_redis_down_rate_limits_fail_open(redis_down_app, factory, caplog, monke
     http = redis_down_app.test_client()
     # `flask db upgrade` in this process (the session fixture) runs Alembic's
     # fileConfig, which disables loggers that already exist.
-    monkeypatch.setattr(logging.getLogger("app.ratelimit"), "disabled", False)
-    with caplog.at_level(logging.WARNING, logger="app.ratelimit"):
+    monkeypatch.setattr(logging.getLogger("app.state.failures"), "disabled", False)
+    with caplog.at_level(logging.WARNING, logger="app.state.failures"):
         statuses = [
             http.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"w{i}")).status_code
             for i in range(30)

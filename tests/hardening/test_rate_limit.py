@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from app.proxy import parse_trusted_proxies, resolve_client_address
+from app.http.client_address import parse_trusted_proxies, resolve_client_address
 from tests.conftest import basic_auth
 
 WINDOW = 2

@@ -9,10 +9,10 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from app import revocation
 from app.extensions import db
 from app.models import RevokedToken, UsedAssertion
-from app.state import redis_client
+from app.state import jti as revocation
+from app.state.redis import redis_client
 from app.timeutil import utcnow
 from tests.conftest import basic_auth
 from tests.oauth.assertions import (

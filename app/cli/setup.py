@@ -1,0 +1,144 @@
+"""Operator commands: `flask keys ...` and `flask admin ...`. Each is safe to run twice."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import Blueprint, current_app
+
+from app.clients.service import (
+    ACCOUNT_MANAGEMENT_SCOPES,
+    MANAGEMENT_SCOPES,
+    SYSTEM_ACCOUNT,
+    create_client,
+)
+from app.errors import Conflict
+from app.extensions import db
+from app.models import Client
+from app.runtime import runtime
+from app.signing import keys as keys_service
+from app.timeutil import isoformat
+
+keys_cli = Blueprint("keys_cli", __name__, cli_group="keys")
+admin_cli = Blueprint("admin_cli", __name__, cli_group="admin")
+
+CLI_ACTOR = "cli"
+
+
+def _keys_args() -> tuple[str, str, str | None]:
+    cfg = current_app.config
+    return cfg["SIGNING_ALG"], cfg["KEYS_DIR"], cfg["KEYS_PASSPHRASE"]
+
+
+@keys_cli.cli.command("init")
+def keys_init() -> None:
+    """Make the first current and next signing keys if there are none."""
+    made = keys_service.init_keys(*_keys_args())
+    db.session.commit()
+    if made:
+        for key in made:
+            click.echo(f"created {key.status} key {key.kid} ({key.alg})")
+    else:
+        click.echo("signing keys already initialised")
+
+
+@keys_cli.cli.command("rotate")
+def keys_rotate() -> None:
+    """Promote the next key to current, retire the current one, make a new next."""
+    promoted = keys_service.rotate_keys(*_keys_args(), actor=CLI_ACTOR)
+    db.session.commit()
+    runtime().keyring.invalidate()
+    click.echo(f"current key is now {promoted.kid}")
+
+
+@keys_cli.cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(as_json: bool) -> None:
+    """List signing keys with their status (never private material)."""
+    rows = []
+    for status, keys in keys_service.keys_by_status().items():
+        for key in keys:
+            rows.append(
+                {
+                    "kid": key.kid,
+                    "alg": key.alg,
+                    "status": status,
+                    "created_at": isoformat(key.created_at),
+                    "activated_at": isoformat(key.activated_at),
+                    "retires_at": isoformat(key.retires_at),
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no signing keys; run `flask keys init`")
+    for row in rows:
+        click.echo(
+            f"{row['kid']}  {row['alg']:6}  {row['status']:8}  created {row['created_at']}"
+            f"  retires {row['retires_at'] or '-'}"
+        )
+
+
+def _create_admin(account: str, name: str) -> tuple[str, str]:
+    scopes = MANAGEMENT_SCOPES if account == SYSTEM_ACCOUNT else ACCOUNT_MANAGEMENT_SCOPES
+    client, _secret, plaintext = create_client(
+        account,
+        {
+            "name": name,
+            "friendly_name": name,
+            "client_type": "admin",
+            "scopes": list(scopes),
+            "audiences": [current_app.config["MANAGEMENT_AUDIENCE"]],
+        },
+        CLI_ACTOR,
+        runtime().pepper,
+    )
+    db.session.commit()
+    return client.id, plaintext
+
+
+@admin_cli.cli.command("create")
+@click.option("--account", required=True, help="Account the admin client belongs to.")
+@click.option("--name", required=True, help="Client name, unique within the account.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"client_id", "client_secret"} only.')
+def admin_create(account: str, name: str, as_json: bool) -> None:
+    """Make an admin client with every scope its account may hold."""
+    from app.api.schemas import validate_account_id, validate_name
+
+    problems = validate_name(name) + validate_account_id(account)
+    if problems:
+        raise click.UsageError("; ".join(p["message"] for p in problems))
+    try:
+        client_id, secret = _create_admin(account, name)
+    except Conflict as exc:
+        db.session.rollback()
+        click.echo(f"error: {exc.detail} Its secret was shown only once.", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+        return
+    click.echo(f"client_id:     {client_id}")
+    click.echo(f"client_secret: {secret}")
+    click.echo("The secret is shown only this once; store it now.")
+
+
+@admin_cli.cli.command("bootstrap")
+def admin_bootstrap() -> None:
+    """Create the first system admin and print its secret, only if none exists."""
+    existing = db.session.scalar(
+        sa.select(Client.id)
+        .where(Client.account_id == SYSTEM_ACCOUNT, Client.client_type == "admin")
+        .limit(1)
+    )
+    if existing:
+        click.echo(f"A system admin client exists already ({existing}); nothing to do.")
+        return
+    client_id, secret = _create_admin(SYSTEM_ACCOUNT, "bootstrap-admin")
+    click.echo("Bootstrap admin created (system account). Store the secret now:")
+    click.echo(f"  client_id:     {client_id}")
+    click.echo(f"  client_secret: {secret}")
+    click.echo("It will not be shown again.")

@@ -1,0 +1,310 @@
+"""POST /oauth2/token served in front of Flask's request dispatch.
+
+Through Flask a token request builds a Request, matches the URL map, runs
+the request hooks through LocalProxies and builds a Response with
+werkzeug's Headers: about 40% of the CPU a token costs in process.
+`TokenFastPath` wraps `app.wsgi_app` and answers a *simple* token request
+itself, in an app context only, with the same AuthorizationServer and
+grant; everything else goes to Flask untouched.
+
+Simple means POST to exactly /oauth2/token with a Content-Length of ASCII
+digits no larger than MAX_CONTENT_LENGTH, no Transfer-Encoding, and the
+content type application/x-www-form-urlencoded (judged as werkzeug judges a
+mimetype). Odd requests (chunked, oversized, another content type, ...) thus
+keep Flask's answers and error bodies. A request also goes to Flask while
+the app carries any request hook, URL preprocessor or request signal
+receiver other than the ones this module stands in for (tests add
+recorders; a future init_app may add a hook), or when Flask's test client
+wants the request context kept.
+
+What Flask's hooks do for this endpoint is done here by the same functions,
+in Flask's order: request id and timers (app.http.access_log, app.metrics),
+the signing-key schedule (app.signing.rotation), security headers, metrics and
+the access line after the response is made, the last_used_at flush, and,
+when the app context pops, its teardown (session removal). An exception is
+handed to Flask's own error handling in a request context made for it, so a
+database outage or a bug is answered exactly as before (503 or 500 under
+/oauth2, or raised under TESTING).
+
+There is no `flask.request` here: code on the token path reads the request
+from the FormRequest it is given, and its address from app.http.client_address
+(`client_address()`, `request_environ()`), which work on both paths.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+from flask import Flask
+from flask.signals import request_finished, request_started, request_tearing_down
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from app.http import access_log, metrics
+from app.http import client_address as proxy
+from app.http.pipeline import flush_usage, security_header_defaults, security_headers
+from app.oauth import views
+from app.oauth.server import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
+from app.signing import rotation
+
+TOKEN_PATH = "/oauth2/token"
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+
+class TokenFastPath:
+    """WSGI middleware: simple token requests served here, the rest by `wsgi_app`."""
+
+    def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.server = app.extensions["ccserver.oauth"]
+        # The hooks this path performs itself, in the order Flask registers them.
+        self.before = [
+            access_log._before,
+            metrics._before,
+            proxy._limit_streamed_body,  # a no-op without Transfer-Encoding
+            rotation.check_key_schedule,
+        ]
+        self.after = [access_log._after, metrics._after, security_headers]
+        self.teardown = [flush_usage]
+        try:
+            self.endpoint: str | None = app.url_map.bind("localhost").match(TOKEN_PATH, "POST")[0]
+        except Exception:  # noqa: BLE001 - no such route: Flask answers everything
+            self.endpoint = None
+        self.blueprint = self.endpoint.rpartition(".")[0] if self.endpoint else None
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        length = self._simple_length(environ)
+        if length is None:
+            return self.wsgi_app(environ, start_response)
+        body = _read_body(environ, length)
+        if body is None:
+            return self.wsgi_app(environ, start_response)
+        return self._serve(environ, start_response, body)
+
+    def _simple_length(self, environ: dict) -> int | None:
+        """The body length of a token request this path may serve, else None."""
+        if environ.get("PATH_INFO") != TOKEN_PATH or environ.get("REQUEST_METHOD") != "POST":
+            return None
+        raw = environ.get("CONTENT_LENGTH")
+        if not raw or not raw.isascii() or not raw.isdigit():
+            return None
+        if "HTTP_TRANSFER_ENCODING" in environ or "werkzeug.debug.preserve_context" in environ:
+            return None
+        # werkzeug's Request.mimetype: the part before ';', stripped, lower-cased.
+        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip(" \t").lower()
+        if mimetype != FORM_CONTENT_TYPE:
+            return None
+        limit = self.app.config["MAX_CONTENT_LENGTH"]
+        length = int(raw)
+        if limit is None or length > limit or not self._flask_would_do_the_same():
+            return None
+        return length
+
+    def _flask_would_do_the_same(self) -> bool:
+        """True while Flask would run exactly the hooks this path stands in for."""
+        app = self.app
+        blueprint = self.blueprint
+        return (
+            self.endpoint is not None
+            and app.view_functions.get(self.endpoint) is views.issue_token
+            and app.before_request_funcs.get(None) == self.before
+            and app.after_request_funcs.get(None) == self.after
+            and app.teardown_request_funcs.get(None) == self.teardown
+            and not app.url_value_preprocessors.get(None)
+            and not app.url_value_preprocessors.get(blueprint)
+            and not app.before_request_funcs.get(blueprint)
+            and not app.after_request_funcs.get(blueprint)
+            and not app.teardown_request_funcs.get(blueprint)
+            and app.config["TRUSTED_HOSTS"] is None
+            and not request_started.receivers
+            and not request_finished.receivers
+            and not request_tearing_down.receivers
+        )
+
+    def _serve(self, environ: dict, start_response: StartResponse, body: bytes) -> Iterable[bytes]:
+        app = self.app
+        # As Flask's full_dispatch_request: setup methods refuse from now on.
+        app._got_first_request = True
+        ctx = app.app_context()
+        ctx.push()
+        ctx_g = ctx.g
+        # client_address() and the rate limiter find the environ here (app.http.client_address).
+        ctx_g.wsgi_environ = environ
+        error: BaseException | None = None
+        flask_took_over = False
+        try:
+            headers = EnvironHeaders(environ)
+            try:
+                access_log.begin_request(ctx_g, headers)
+                metrics.start_timer(ctx_g)
+                rotation.check_key_schedule()
+                plain = self.server.create_token_response(RawFormRequest("POST", headers, body))
+            except Exception as exc:  # noqa: BLE001 - Flask's handlers decide
+                flask_took_over = True
+                app_iter, error = self._flask_answers(exc, environ, start_response, body, False)
+                return app_iter
+            try:
+                status, response_headers = self._after(ctx_g, environ, headers, body, plain)
+            except Exception as exc:  # noqa: BLE001 - as an after_request hook raising
+                flask_took_over = True
+                app_iter, error = self._flask_answers(exc, environ, start_response, body, True)
+                return app_iter
+            start_response(status, response_headers)
+            return [plain.body]
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            # As RequestContext.pop: the app context goes even if a teardown raises.
+            try:
+                if not flask_took_over:
+                    flush_usage(error)
+            finally:
+                ctx.pop(error)
+
+    def _after(
+        self, ctx_g, environ: dict, headers: EnvironHeaders, body: bytes, plain: PlainResponse
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Status line and headers, as the view's Response and the after_request hooks make them."""
+        response_headers = list(plain.headers)
+        _set_header(response_headers, "Content-Length", str(len(plain.body)))
+        # Flask runs after_request hooks last-registered first: security headers,
+        # then metrics, then the access log, which sees the final status.
+        for name, value in security_header_defaults(TOKEN_PATH):
+            _set_default_header(response_headers, name, value)
+        metrics.observe_response(
+            ctx_g,
+            self.endpoint,
+            TOKEN_PATH,
+            "POST",
+            plain.status,
+            lambda: metrics.response_json(flask_response(plain)),
+            lambda: metrics.auth_method_tried(headers, len(body), lambda: body),
+        )
+        _set_header(response_headers, access_log.REQUEST_ID_HEADER, ctx_g.request_id)
+        access_log.log_request(ctx_g, "POST", TOKEN_PATH, plain.status, environ)
+        return _status_line(plain.status), response_headers
+
+    def _flask_answers(
+        self,
+        exc: Exception,
+        environ: dict,
+        start_response: StartResponse,
+        body: bytes,
+        after_hooks_failed: bool,
+    ) -> tuple[Iterable[bytes], BaseException | None]:
+        """Answer an exception the way Flask.wsgi_app would, in a request context made for it.
+
+        The request context shares the pushed app context (and so `g`: the
+        request id, timers and authenticated client), so Flask's after_request
+        hooks log and count the error response as they would have. Returns
+        the response iterable and the error teardown functions saw.
+        """
+        app = self.app
+        environ["wsgi.input"] = io.BytesIO(body)  # the hooks may read the body again
+        ctx = app.request_context(environ)
+        ctx.push()
+        error: BaseException | None = None
+        try:
+            try:
+                if after_hooks_failed:
+                    # Flask's finalize_request raised: wsgi_app's handle_exception gets it.
+                    raise exc
+                response = app.finalize_request(app.handle_user_exception(exc))
+            except Exception as unhandled:  # noqa: BLE001 - Flask's 500 handling
+                error = unhandled
+                response = app.handle_exception(unhandled)
+            except BaseException as fatal:
+                error = fatal
+                raise
+            return response(environ, start_response), error
+        finally:
+            if error is not None and app.should_ignore_error(error):
+                error = None
+            ctx.pop(error)
+
+
+def _read_body(environ: dict, length: int) -> bytes | None:
+    """Exactly `length` bytes of the body, or None with the input left as Flask would find it.
+
+    A server that sets wsgi.input_terminated ends the stream itself and
+    werkzeug reads such a stream to its end: one byte more is asked for, and a
+    body that is not `length` bytes long goes to Flask with what was read.
+    """
+    stream = environ["wsgi.input"]
+    want = length + 1 if environ.get("wsgi.input_terminated") else length
+    chunks: list[bytes] = []
+    got = 0
+    try:
+        while got < want:
+            chunk = stream.read(want - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except (OSError, ValueError):
+        # A client that went away mid-body: Flask reads on and answers as it does.
+        environ["wsgi.input"] = _Unread(b"".join(chunks), stream)
+        return None
+    data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    if got != length:
+        environ["wsgi.input"] = _Unread(data, stream)
+        return None
+    return data
+
+
+class _Unread(io.RawIOBase):
+    """The bytes already read from a WSGI input, then the rest of that input."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@lru_cache(maxsize=64)
+def _status_line(status: int) -> str:
+    # werkzeug's wording ("401 UNAUTHORIZED"), as Flask's Response sends it.
+    return WerkzeugResponse(status=status).status
+
+
+def _set_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
+    """werkzeug's Headers.set on a list: replace the first `name`, drop the others."""
+    lower = name.lower()
+    for index, (key, _) in enumerate(headers):
+        if key.lower() == lower:
+            headers[index] = (name, value)
+            rest = headers[index + 1 :]
+            headers[index + 1 :] = [item for item in rest if item[0].lower() != lower]
+            return
+    headers.append((name, value))
+
+
+def _set_default_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
+    """werkzeug's Headers.setdefault on a list."""
+    lower = name.lower()
+    if not any(key.lower() == lower for key, _ in headers):
+        headers.append((name, value))
+
+
+def install(app: Flask) -> None:
+    """Put the token fast path in front of the app's WSGI dispatch."""
+    app.wsgi_app = TokenFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
