@@ -140,6 +140,8 @@ def requests(draw, known_values: dict):
 
 def assert_rfc6749(response) -> None:
     assert response.status_code < 500, response.get_data()[:300]
+    # Every endpoint here exists and takes POST: these would mean a missing route.
+    assert response.status_code not in (404, 405), response.get_data()[:300]
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     if response.status_code == 200:
@@ -153,9 +155,6 @@ def assert_rfc6749(response) -> None:
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_form_endpoints_survive_random_requests(app, client, known, path):
-    if client.post(path, data={}).status_code == 404:
-        pytest.skip(f"{path} does not exist yet")
-
     @FUZZ
     @given(request=requests(known))
     def run(request):
@@ -184,8 +183,6 @@ def test_form_endpoints_refuse_malformed_bodies(client, path, body):
     response = client.post(
         path, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
-    if response.status_code == 404:
-        pytest.skip(f"{path} does not exist yet")
     assert_rfc6749(response)
     assert 400 <= response.status_code < 500
 
@@ -199,8 +196,6 @@ def test_hostile_client_ids_in_basic_auth(client, path, client_id):
     raw = client_id.encode("utf-8", "surrogatepass") + b":secret"
     headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
     response = client.post(path, data={"grant_type": "client_credentials"}, headers=headers)
-    if response.status_code == 404:
-        pytest.skip(f"{path} does not exist yet")
     assert_rfc6749(response)
     assert response.status_code in (400, 401)
 
@@ -211,8 +206,6 @@ def test_bodies_over_64_kib_are_413_in_rfc6749_shape(client, path):
     response = client.post(
         path, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
-    if response.status_code == 404:
-        pytest.skip(f"{path} does not exist yet")
     assert response.status_code == 413
     assert_rfc6749(response)
 
