@@ -219,23 +219,41 @@ def test_redis_down_rate_limits_fail_open(redis_down_app, factory, caplog, monke
     )
 
 
+def assert_shared_state_503(response, mimetype: str) -> None:
+    """The fail-closed answer of app.state.jti: 503, retry in a second, never cached."""
+    assert response.status_code == 503, response.get_data()[:300]
+    assert response.mimetype == mimetype
+    assert response.headers["Retry-After"] == "1"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 def test_redis_down_revocation_checks_fail_closed(redis_down_app, factory):
+    """Neither the deny-list's reads nor its writes pretend to work without Redis."""
     cid, secret = factory.client()
     token = factory.token(cid, secret)["access_token"]
     http = redis_down_app.test_client()
+
+    # Cannot tell whether the token was revoked: never an introspection answer,
+    # active or not (RFC 6749 §5.2 shape, no "active" member).
     response = http.post(
         "/oauth2/introspect", data={"token": token}, headers=basic_auth(cid, secret)
     )
-    if response.status_code == 404:
-        pytest.skip("introspection does not exist yet")
-    # Cannot tell whether it was revoked: never answer active.
-    assert_oauth_503(response)
+    assert_shared_state_503(response, "application/json")
+    assert set(response.get_json()) == {"error", "error_description"}
+    assert response.get_json()["error"] == "temporarily_unavailable"
+
     # The management API cannot check its bearer token either: refused, not served.
     admin_id, admin_secret = factory.admin("system")
     admin_token = factory.token(admin_id, admin_secret)["access_token"]
     api = http.get("/api/v1/clients", headers={"Authorization": f"Bearer {admin_token}"})
-    assert_problem_503(api)
+    assert_shared_state_503(api, "application/problem+json")
+    problem = api.get_json()
+    assert problem["status"] == 503
+    assert problem["code"] == "service_unavailable"
+    assert {"type", "title", "detail"} <= set(problem)
+
+    # A revocation that cannot be recorded is not confirmed: a 200 here would
+    # tell the client its token is dead while it stays usable (fail open).
     revoke = http.post("/oauth2/revoke", data={"token": token}, headers=basic_auth(cid, secret))
-    assert revoke.status_code in (200, 503)
-    if revoke.status_code == 503:
-        assert_oauth_503(revoke)
+    assert_shared_state_503(revoke, "application/json")
+    assert revoke.get_json()["error"] == "temporarily_unavailable"
