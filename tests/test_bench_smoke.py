@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import jwt
+import sqlalchemy as sa
 
 from app.extensions import db
+from app.models import Client
 from app.runtime import runtime
 from bench.seed import SEED_ACCOUNT, seed_client_id, seed_clients, seed_secret, seeded_count
 from tests.conftest import basic_auth
@@ -40,6 +42,8 @@ def test_seeded_clients_get_tokens(app, client):
 def test_seeding_continues_after_existing_rows(app):
     """A second batch starts where the first ended: ids and names never collide."""
     with app.app_context():
-        seed_clients(db.engine, 3, runtime().pepper)
-        seed_clients(db.engine, 2, runtime().pepper, start=3)
+        assert seed_clients(db.engine, 3, runtime().pepper) == 3
+        assert seed_clients(db.engine, 2, runtime().pepper, start=3) == 2
         assert seeded_count(db.engine) == 5
+        ids = db.session.scalars(sa.select(Client.id).where(Client.account_id == SEED_ACCOUNT))
+        assert sorted(ids.all()) == sorted(seed_client_id(i) for i in range(5))

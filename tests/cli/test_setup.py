@@ -121,7 +121,11 @@ def test_bootstrap_prints_secret_only_the_first_time(app, runner, client):
 
 
 def test_bootstrap_skips_when_a_system_admin_exists(app, runner):
-    runner.invoke(args=["admin", "create", "--account", "system", "--name", "root"])
+    made = runner.invoke(args=["admin", "create", "--account", "system", "--name", "root"])
+    assert made.exit_code == 0, made.output
     result = runner.invoke(args=["admin", "bootstrap"])
     assert result.exit_code == 0
     assert SECRET_RE.search(result.output) is None
+    with app.app_context():
+        admins = db.session.scalars(sa.select(Client.name).where(Client.account_id == "system"))
+        assert admins.all() == ["root"]

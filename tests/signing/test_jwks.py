@@ -135,12 +135,13 @@ def test_token_of_retired_key_still_verifies_via_jwks(client, app, factory):
     for value in (token, new_token):
         header = jwt.get_unverified_header(value)
         jwk = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
-        jwt.decode(
+        claims = jwt.decode(
             value,
             jwt.PyJWK.from_dict(jwk).key,
             algorithms=["ES256"],
             audience="https://api.example.com",
         )
+        assert claims["client_id"] == cid
 
 
 def test_retired_key_lives_past_longest_token_ttl(client, app, factory):

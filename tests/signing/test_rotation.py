@@ -88,7 +88,7 @@ def test_schedule_rotates_when_current_key_is_older_than_interval(app, client):
         ("scheduler", before["next"][0], "system")
     ]
     # The next check finds a fresh current key and leaves it alone.
-    client.get("/healthz")
+    assert client.get("/healthz").status_code == 200
     assert statuses(app) == after
     assert len(rotations(app)) == 1
 
@@ -96,19 +96,22 @@ def test_schedule_rotates_when_current_key_is_older_than_interval(app, client):
 def test_schedule_leaves_a_young_key_alone(app, client):
     before = statuses(app)
     backdate_all(app, HOUR - 60)
-    client.get("/healthz")
+    assert client.get("/healthz").status_code == 200
     assert statuses(app) == before
     assert rotations(app) == []
 
 
 def test_zero_interval_disables_the_schedule(base_config, migrated, app):
     other = create_app({**base_config, "KEY_SCHEDULE_INTERVAL": 0, "KEY_ROTATION_INTERVAL": 0})
-    backdate_all(app, 400 * 86400)
-    before = statuses(app)
-    other.test_client().get("/healthz")
-    assert statuses(app) == before
-    with other.app_context():
-        db.engine.dispose()
+    try:
+        backdate_all(app, 400 * 86400)
+        before = statuses(app)
+        assert other.test_client().get("/healthz").status_code == 200
+        assert statuses(app) == before
+        assert rotations(app) == []
+    finally:
+        with other.app_context():
+            db.engine.dispose()
 
 
 def test_schedule_checks_at_most_once_per_interval():
@@ -268,9 +271,9 @@ def test_signing_key_of_a_token_stays_published_until_the_token_expired(app, cli
 
 def test_purge_removes_expired_retired_keys_and_their_pem_files(app, client):
     backdate_all(app, HOUR + 5)
-    client.get("/healthz")  # rotation 1
+    assert client.get("/healthz").status_code == 200  # rotation 1
     backdate_all(app, HOUR + 5)
-    client.get("/healthz")  # rotation 2
+    assert client.get("/healthz").status_code == 200  # rotation 2
     keys = statuses(app)
     assert len(keys["retired"]) == 2
     expired, alive = keys["retired"]
@@ -279,7 +282,7 @@ def test_purge_removes_expired_retired_keys_and_their_pem_files(app, client):
     with app.app_context():
         db.session.get(SigningKey, expired).retires_at = utcnow() - timedelta(seconds=1)
         db.session.commit()
-    client.get("/healthz")
+    assert client.get("/healthz").status_code == 200
     after = statuses(app)
     assert after["retired"] == [alive]
     assert not (keys_dir / f"{expired}.pem").exists()

@@ -160,7 +160,7 @@ def test_no_token_is_401(client, app, method, path):
 
 def test_list_includes_retired_keys_until_purged(client, app, factory):
     headers = factory.admin_headers()
-    client.post(ROTATE, headers=headers)
+    assert client.post(ROTATE, headers=headers).status_code == 200
     with app.app_context():
         retired = db.session.scalars(
             sa.select(SigningKey).where(SigningKey.status == "retired")
@@ -169,3 +169,11 @@ def test_list_includes_retired_keys_until_purged(client, app, factory):
     data = client.get(LIST, headers=headers).get_json()["data"]
     assert [k["status"] for k in data] == ["next", "current", "retired"]
     assert data[2]["kid"] == retired_kid
+
+    with app.app_context():
+        db.session.get(SigningKey, retired_kid).retires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+        assert keys_service.purge_expired_keys(app.config["KEYS_DIR"]) == [retired_kid]
+        db.session.commit()
+    data = client.get(LIST, headers=headers).get_json()["data"]
+    assert [k["status"] for k in data] == ["next", "current"]
