@@ -19,7 +19,6 @@ from app.extensions import db
 from app.models import AuditEvent, SigningKey
 from app.runtime import runtime
 from app.signing import keys as keys_service
-from app.signing import rotation
 from app.timeutil import utcnow
 
 JWKS = "/.well-known/jwks.json"
@@ -112,12 +111,6 @@ def test_zero_interval_disables_the_schedule(base_config, migrated, app):
     finally:
         with other.app_context():
             db.engine.dispose()
-
-
-def test_schedule_checks_at_most_once_per_interval():
-    scheduler = rotation.RotationScheduler(60)
-    assert scheduler.claim() is True
-    assert scheduler.claim() is False
 
 
 def test_scheduled_rotation_switches_signing_key_of_this_instance(app, client, factory):
@@ -229,21 +222,6 @@ def test_young_next_key_is_not_signed_with_until_published_long_enough(app, clie
     assert signing_kid(factory, cid, secret) == first["next"][0]
     backdate(app, young, delay + 1, activated=False)
     assert signing_kid(factory, cid, secret) == young
-
-
-def test_choose_signing_key_never_picks_next_and_prefers_ripe():
-    now = utcnow()
-    old, young = now - timedelta(hours=2), now - timedelta(seconds=5)
-    candidate = keys_service._Candidate
-    delay = timedelta(minutes=6)
-    assert keys_service.choose_signing_key([candidate("n", "next", old)], now, delay) is None
-    keys = [candidate("r", "retired", old), candidate("c", "current", young)]
-    assert keys_service.choose_signing_key(keys, now, delay) == "r"
-    keys = [candidate("r", "retired", old), candidate("c", "current", old + timedelta(1 / 24))]
-    assert keys_service.choose_signing_key(keys, now, delay) == "c"
-    # Right after `keys init` nothing is ripe: the current key.
-    keys = [candidate("c", "current", young), candidate("n", "next", young)]
-    assert keys_service.choose_signing_key(keys, now, delay) == "c"
 
 
 # --- retirement and purge -----------------------------------------------------------------------
