@@ -197,7 +197,10 @@ def test_hostile_client_ids_in_basic_auth(client, path, client_id):
     headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
     response = client.post(path, data={"grant_type": "client_credentials"}, headers=headers)
     assert_rfc6749(response)
-    assert response.status_code in (400, 401)
+    # No such client: the one failed-authentication answer (RFC 6749 §5.2).
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
