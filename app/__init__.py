@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from app.settings import Config, finalize
+from app.settings import EXTENSION_KEY, build_settings, flask_config
 
 
 class _Flask(Flask):
@@ -31,15 +33,16 @@ class _Flask(Flask):
             return super().ensure_sync(func)
 
 
-def create_app(config: dict[str, Any] | type | None = None) -> Flask:
-    """Build the app; `config` (a dict or class) overrides the environment."""
+def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
+    """Build the app from the environment as it is now; `config` (a dict, or a
+    class as Flask's from_object reads one) overrides it, key by key.
+
+    :raise SettingsError: a setting's value is not valid.
+    """
+    overrides = _overrides(config)
+    settings = build_settings(overrides)
     app = _Flask(__name__, instance_relative_config=False)
-    app.config.from_object(Config)
-    if isinstance(config, dict):
-        app.config.update(config)
-    elif config is not None:
-        app.config.from_object(config)
-    finalize(app.config)
+    app.config.update(flask_config(settings, overrides))
     _prepare_database_url(app)
 
     from app import models  # noqa: F401  (registers every table with the metadata)
@@ -53,14 +56,14 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
-    pepper = load_pepper(app.config["SECRET_PEPPER"], app.config["KEYS_DIR"])
-    if not app.config.get("SECRET_KEY"):
-        import hashlib
-        import hmac
-
+    pepper = load_pepper(settings.secret_pepper, settings.keys_dir)
+    if not settings.secret_key:
         # Cursor signatures need a stable key on every instance; derive one
         # from the pepper rather than asking operators for another secret.
-        app.config["SECRET_KEY"] = hmac.new(pepper, b"flask-secret-key", hashlib.sha256).hexdigest()
+        secret_key = hmac.new(pepper, b"flask-secret-key", hashlib.sha256).hexdigest()
+        settings = settings.model_copy(update={"secret_key": secret_key})
+        app.config["SECRET_KEY"] = secret_key
+    app.extensions[EXTENSION_KEY] = settings
     app.extensions["ccserver"] = Runtime(
         clients=ClientStore(app.config["CLIENT_CACHE_TTL"]),
         keyring=KeyRing(
@@ -96,6 +99,14 @@ def create_app(config: dict[str, Any] | type | None = None) -> Flask:
     # exactly the ones it stands in for, all registered by now.
     fastpath.install(app)
     return app
+
+
+def _overrides(config: Mapping[str, Any] | type | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    return {key: getattr(config, key) for key in dir(config) if key.isupper()}
 
 
 def _drop_result_rows(record: logging.LogRecord) -> bool:

@@ -1,94 +1,273 @@
-"""Configuration classes built from the environment (contract section 4)."""
+"""The server's settings: read from the environment when `create_app` runs, typed, checked.
+
+README.md ("Configuration") documents every setting. Each is an environment
+variable of the same name in capitals and, once the app is built, an
+`app.config` key of that name (`database_url` is Flask-SQLAlchemy's
+`SQLALCHEMY_DATABASE_URI`), so `current_app.config["ISSUER"]` and
+`settings().issuer` read the same value.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
+
+from flask import Flask, current_app
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.protocol import SIGNING_ALGS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+#: Where create_app keeps the app's Settings (read them with `settings()`).
+EXTENSION_KEY = "ccserver.settings"
 
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+#: Fields only create_app's overrides set: not read from the environment.
+_OVERRIDE_ONLY = frozenset({"max_content_length", "assertion_signing_algs"})
+#: Fields read from the environment that are not app.config keys.
+_ENVIRONMENT_ONLY = frozenset({"threads"})
+#: app.config keys that are not the field's name in capitals.
+_CONFIG_KEYS = {"database_url": "SQLALCHEMY_DATABASE_URI"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with; the message names it."""
 
 
 def _default_database_url() -> str:
-    instance = BASE_DIR / "instance"
-    return f"sqlite:///{instance / 'ccserver.db'}"
+    return f"sqlite:///{BASE_DIR / 'instance' / 'ccserver.db'}"
 
 
-class Config:
-    """Production-safe defaults; every value can come from the environment."""
+def _one_of(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
 
-    TESTING = False
-    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or _default_database_url()
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
-    SQLALCHEMY_TRACK_MODIFICATIONS = False
 
-    ISSUER = (os.environ.get("ISSUER") or "http://localhost:5000").rstrip("/")
-    KEYS_DIR = os.environ.get("KEYS_DIR") or str(BASE_DIR / "keys")
-    KEYS_PASSPHRASE = os.environ.get("KEYS_PASSPHRASE") or None
-    SIGNING_ALG = os.environ.get("SIGNING_ALG") or "ES256"
-    REDIS_URL = os.environ.get("REDIS_URL") or None
+class _Environment(PydanticBaseSettingsSource):
+    """os.environ as it is now. An empty variable counts as unset, as it always has."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in _OVERRIDE_ONLY:
+            return None, field_name, False
+        return os.environ.get(field_name.upper()) or None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+class Settings(BaseSettings):
+    """Every setting, from create_app's overrides, else the environment, else the default.
+
+    Fields are validated in the order written: the ones derived from others
+    (the audiences, the pool size) come after what they are derived from.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    # repr=False: URLs may hold passwords, and the rest are secrets.
+    database_url: str = Field(default_factory=_default_database_url, repr=False)
+    issuer: str = "http://localhost:5000"
+    keys_dir: str = str(BASE_DIR / "keys")
+    keys_passphrase: str | None = Field(default=None, repr=False)
+    signing_alg: str = "ES256"
+    redis_url: str | None = Field(default=None, repr=False)
     # HMAC key for client-secret hashes; falls back to KEYS_DIR/pepper.
-    SECRET_PEPPER = os.environ.get("SECRET_PEPPER") or None
-    SECRET_KEY = os.environ.get("SECRET_KEY") or None
+    secret_pepper: str | None = Field(default=None, repr=False)
+    # Unset: create_app derives one from the pepper.
+    secret_key: str | None = Field(default=None, repr=False)
 
-    # Audience of tokens whose request names none and whose client lists none.
-    DEFAULT_AUDIENCE = os.environ.get("DEFAULT_AUDIENCE") or None
-    MANAGEMENT_AUDIENCE = os.environ.get("MANAGEMENT_AUDIENCE") or None
+    # Audience of tokens whose request names none and whose client lists none;
+    # unset: ISSUER.
+    default_audience: str = Field(default=None)
+    # Unset: ISSUER/api.
+    management_audience: str = Field(default=None)
 
-    JWKS_MAX_AGE = _int("JWKS_MAX_AGE", 300)
+    jwks_max_age: int = 300
     # Signing-key lifecycle (app/signing/keys.py): the current key is
     # replaced every KEY_ROTATION_INTERVAL seconds (0: only by hand); each
     # process re-reads the keys every KEY_REFRESH_INTERVAL seconds and checks
     # the schedule every KEY_SCHEDULE_INTERVAL seconds; KEY_CLOCK_SKEW is the
     # allowance for verifiers' clocks.
-    KEY_ROTATION_INTERVAL = _int("KEY_ROTATION_INTERVAL", 30 * 86400)
-    KEY_REFRESH_INTERVAL = float(os.environ.get("KEY_REFRESH_INTERVAL") or 10.0)
-    KEY_SCHEDULE_INTERVAL = float(os.environ.get("KEY_SCHEDULE_INTERVAL") or 60.0)
-    KEY_CLOCK_SKEW = _int("KEY_CLOCK_SKEW", 60)
-    # Connections per process: one per gunicorn thread plus one for the
-    # last_used_at writer (see gunicorn.conf.py).
-    DB_POOL_SIZE = _int("DB_POOL_SIZE", _int("THREADS", 4) + 1)
-    # Seconds a cached client record (and its secret hashes) may be stale on
-    # instances other than the one that changed it; the contract allows 5.
-    CLIENT_CACHE_TTL = float(os.environ.get("CLIENT_CACHE_TTL") or 2.0)
-    # last_used_at is written at most this often per secret or key.
-    LAST_USED_RESOLUTION = _int("LAST_USED_RESOLUTION", 60)
+    key_rotation_interval: int = 30 * 86400
+    key_refresh_interval: float = 10.0
+    key_schedule_interval: float = 60.0
+    key_clock_skew: int = 60
 
-    MAX_CONTENT_LENGTH = 64 * 1024
-    AUTH_FAILURE_LIMIT_CLIENT = _int("AUTH_FAILURE_LIMIT_CLIENT", 20)
-    AUTH_FAILURE_LIMIT_ADDRESS = _int("AUTH_FAILURE_LIMIT_ADDRESS", 300)
-    AUTH_FAILURE_WINDOW = _int("AUTH_FAILURE_WINDOW", 60)
+    # gunicorn's threads per worker (gunicorn.conf.py); only sizes the pool.
+    threads: int = 4
+    # Connections per process: one per gunicorn thread plus one for the
+    # last_used_at writer. Unset: THREADS + 1.
+    db_pool_size: int = Field(default=None)
+    # Seconds a cached client record (and its secret hashes) may be stale on
+    # instances other than the one that changed it; docs allow at most 5.
+    client_cache_ttl: float = 2.0
+    # last_used_at is written at most this often per secret or key.
+    last_used_resolution: int = 60
+
+    auth_failure_limit_client: int = 20
+    auth_failure_limit_address: int = 300
+    auth_failure_window: int = 60
     # Keep each process's copy of the blocks current by LISTEN/NOTIFY or Redis
     # pub/sub (app/state/failure_feed.py) instead of reading counters per request.
-    AUTH_FAILURE_FEED = _int("AUTH_FAILURE_FEED", 1) != 0
-    # Comma-separated addresses or CIDRs of reverse proxies whose
-    # X-Forwarded-For is believed (app/proxy.py); empty: the header is ignored.
-    TRUSTED_PROXIES = os.environ.get("TRUSTED_PROXIES") or ""
+    auth_failure_feed: bool = True
+    # Comma-separated addresses or CIDRs (or a list of them) of reverse proxies
+    # whose X-Forwarded-For is believed (app/http/client_address.py); empty:
+    # the header is ignored.
+    trusted_proxies: str | list[str] = ""
+
+    # Request bodies are limited to 64 KiB (413); Flask's own key.
+    max_content_length: int | None = 64 * 1024
+    # JWS algorithms accepted on client assertions (RFC 7523) and listed in the
+    # RFC 8414 metadata.
+    assertion_signing_algs: list[str] = Field(default_factory=lambda: list(SIGNING_ALGS))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Overrides first; no .env file and no secrets directory, as before.
+        return init_settings, _Environment(settings_cls)
+
+    @field_validator("issuer")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("signing_alg")
+    @classmethod
+    def _known_signing_alg(cls, value: str) -> str:
+        if value not in SIGNING_ALGS:
+            raise ValueError(f"must be {_one_of(SIGNING_ALGS)}, not {value!r}")
+        return value
+
+    @field_validator("default_audience", mode="before")
+    @classmethod
+    def _default_audience(cls, value: Any, info: ValidationInfo) -> Any:
+        return value or info.data.get("issuer")
+
+    @field_validator("management_audience", mode="before")
+    @classmethod
+    def _management_audience(cls, value: Any, info: ValidationInfo) -> Any:
+        issuer = info.data.get("issuer")
+        return value or (f"{issuer}/api" if issuer is not None else None)
+
+    @field_validator("db_pool_size", mode="before")
+    @classmethod
+    def _pool_size(cls, value: Any, info: ValidationInfo) -> Any:
+        threads = info.data.get("threads")
+        return value if value is not None else (threads + 1 if threads is not None else None)
+
+    @field_validator("auth_failure_feed", mode="before")
+    @classmethod
+    def _feed_switch(cls, value: Any) -> Any:
+        # The variable is a number: 0 turns the feed off, any other on.
+        if isinstance(value, str | int):
+            try:
+                return int(value) != 0
+            except ValueError:
+                raise ValueError("must be a number (0: off)") from None
+        return value
+
+    @field_validator("assertion_signing_algs")
+    @classmethod
+    def _known_assertion_algs(cls, value: list[str]) -> list[str]:
+        unknown = [alg for alg in value if alg not in SIGNING_ALGS]
+        if unknown:
+            raise ValueError(f"each must be {_one_of(SIGNING_ALGS)}, not {unknown[0]!r}")
+        return value
+
+    @property
+    def token_endpoint(self) -> str:
+        """The token endpoint's URL: the audience client assertions must name (RFC 7523 §3)."""
+        return f"{self.issuer}/oauth2/token"
+
+    def flask_config(self) -> dict[str, Any]:
+        """The settings under their app.config keys."""
+        values = {
+            _CONFIG_KEYS.get(name, name.upper()): getattr(self, name)
+            for name in type(self).model_fields
+            if name not in _ENVIRONMENT_ONLY
+        }
+        values["TOKEN_ENDPOINT"] = self.token_endpoint
+        return values
 
 
-class DevelopmentConfig(Config):
-    """Laptop defaults: SQLite under instance/, http://localhost:5000."""
+def _config_key(field_name: str) -> str:
+    return _CONFIG_KEYS.get(field_name, field_name.upper())
 
 
-class TestingConfig(Config):
-    """Used by the test suite; DATABASE_URL still picks the database."""
+#: The field each app.config key (as create_app's overrides name it) sets.
+_FIELD_BY_CONFIG_KEY = {
+    _config_key(name): name for name in Settings.model_fields if name not in _ENVIRONMENT_ONLY
+}
 
-    TESTING = True
+#: Every environment variable the settings read.
+ENVIRONMENT_VARIABLES = tuple(
+    name.upper() for name in Settings.model_fields if name not in _OVERRIDE_ONLY
+)
+
+#: Flask and Flask-SQLAlchemy keys the server sets that no environment variable changes.
+FLASK_DEFAULTS: Mapping[str, Any] = {
+    "TESTING": False,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+}
 
 
-def finalize(config: dict) -> None:
-    """Fill values that depend on others once overrides are applied."""
-    issuer = config["ISSUER"].rstrip("/")
-    config["ISSUER"] = issuer
-    config["DEFAULT_AUDIENCE"] = config.get("DEFAULT_AUDIENCE") or issuer
-    config["MANAGEMENT_AUDIENCE"] = config.get("MANAGEMENT_AUDIENCE") or f"{issuer}/api"
-    config["TOKEN_ENDPOINT"] = f"{issuer}/oauth2/token"
-    config.setdefault("ASSERTION_SIGNING_ALGS", ["RS256", "PS256", "ES256", "EdDSA"])
-    if config["SIGNING_ALG"] not in ("ES256", "RS256", "PS256", "EdDSA"):
-        raise ValueError(
-            f"SIGNING_ALG must be ES256, RS256, PS256 or EdDSA, not {config['SIGNING_ALG']!r}"
-        )
+def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The settings from the environment as it is now, under `overrides` (app.config keys).
+
+    Keys of `overrides` that name no setting are ignored here (create_app
+    passes them to app.config as they are).
+
+    :raise SettingsError: a value is not valid; the message names each such setting.
+    """
+    overrides = overrides or {}
+    known = {
+        field: overrides[key] for key, field in _FIELD_BY_CONFIG_KEY.items() if key in overrides
+    }
+    try:
+        return Settings(**known)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    # Name the variable and say what is wrong, without echoing the value:
+    # KEYS_PASSPHRASE, SECRET_PEPPER and SECRET_KEY are secrets.
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = field.upper()
+        if field in _CONFIG_KEYS:
+            name = f"{name} ({_CONFIG_KEYS[field]})"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def flask_config(values: Settings, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """app.config for these settings: Flask's defaults, then `overrides`, then the settings."""
+    config = {**FLASK_DEFAULTS, **(overrides or {})}
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(config["SQLALCHEMY_ENGINE_OPTIONS"] or {})
+    config.update(values.flask_config())
+    return config
+
+
+def settings(app: Flask | None = None) -> Settings:
+    """The settings create_app built for `app` (default: the current app)."""
+    target = current_app if app is None else app
+    return cast(Settings, target.extensions[EXTENSION_KEY])

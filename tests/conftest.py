@@ -24,6 +24,7 @@ from app import create_app  # noqa: E402
 from app.clients.service import create_client  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.runtime import runtime  # noqa: E402
+from app.settings import ENVIRONMENT_VARIABLES  # noqa: E402
 from app.signing import keys as keys_service  # noqa: E402
 from app.state.redis import redis_client  # noqa: E402
 
@@ -89,9 +90,15 @@ def empty_tables() -> None:
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch):
-    """Keep tests independent of the developer's shell."""
-    for name in ("ISSUER", "KEYS_PASSPHRASE", "SIGNING_ALG", "SECRET_PEPPER"):
-        monkeypatch.delenv(name, raising=False)
+    """Keep tests independent of the developer's shell: create_app reads the
+    environment when it runs, so every setting's variable is removed.
+
+    DATABASE_URL stays: it picks the test database (see database_url), and
+    every app the tests build names its database in the overrides.
+    """
+    for name in ENVIRONMENT_VARIABLES:
+        if name != "DATABASE_URL":
+            monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
