@@ -261,7 +261,8 @@ def rotation_due(interval: float, now: datetime | None = None) -> bool:
     if activated is None:
         # Only `keys init` makes the first keys; a missing current with a
         # next waiting is repaired by promoting it.
-        return db.session.scalar(sa.select(sa.func.count()).where(SigningKey.status == "next")) > 0
+        waiting = db.session.scalar(sa.select(sa.func.count()).where(SigningKey.status == "next"))
+        return bool(waiting)
     since = _aware(activated.activated_at or activated.created_at)
     return since <= (now or utcnow()) - timedelta(seconds=interval)
 
@@ -311,12 +312,6 @@ def purge_expired_keys(keys_dir: str) -> list[str]:
         _pem_path(keys_dir, key.kid).unlink(missing_ok=True)
     db.session.flush()
     return kids
-
-
-def is_published(key: SigningKey, now: datetime) -> bool:
-    if key.status in ("next", "current"):
-        return True
-    return key.retires_at is not None and key.retires_at > now
 
 
 @dataclass(frozen=True)
