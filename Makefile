@@ -6,7 +6,7 @@ FLASK  := $(BIN)/flask --app wsgi
 PORT   ?= 5000
 WORKERS ?= 2
 
-.PHONY: run test serve-prod migrate keys bootstrap lint format clean lock bench
+.PHONY: run test serve-prod migrate keys bootstrap lint typecheck format clean lock bench
 
 # Installs the exact, hash-checked versions in requirements-dev.lock (`make lock` remakes it).
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
@@ -49,6 +49,11 @@ test: .venv
 lint: .venv
 	$(BIN)/ruff check app tests migrations
 	$(BIN)/ruff format --check app tests migrations
+	$(MAKE) --no-print-directory typecheck
+
+# mypy over app/ ([tool.mypy] in pyproject.toml).
+typecheck: .venv
+	$(BIN)/mypy
 
 format: .venv
 	$(BIN)/ruff format app tests migrations

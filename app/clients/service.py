@@ -100,14 +100,14 @@ def create_client(
 
 
 def active_secret_count(client_id: str, now: datetime) -> int:
-    return db.session.scalar(
+    return db.session.execute(
         sa.select(sa.func.count())
         .select_from(ClientSecret)
         .where(
             ClientSecret.client_id == client_id,
             sa.or_(ClientSecret.expires_at.is_(None), ClientSecret.expires_at > now),
         )
-    )
+    ).scalar_one()
 
 
 def add_secret(
@@ -234,7 +234,7 @@ def list_clients(
     return list(db.session.scalars(query))
 
 
-def _has_tag(tag: str) -> sa.ColumnElement[bool]:
+def _has_tag(tag: str) -> sa.ColumnElement[bool] | sa.TextClause:
     if db.session.get_bind().dialect.name == "postgresql":
         # JSONB containment (@>), which a GIN index can serve.
         return sa.type_coerce(Client.tags, JSONB).contains([tag])

@@ -35,7 +35,7 @@ class UsageTracker:
         self._keys[(client_id, kid)] = utcnow()
 
     def due(self) -> bool:
-        return (self._secrets or self._keys) and (
+        return bool(self._secrets or self._keys) and (
             time.monotonic() - self._last_flush >= self.resolution
         )
 

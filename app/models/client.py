@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.models.base import Model
 from app.models.types import JSONType, UTCDateTime
 from app.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from app.models.client_key import ClientKey
+    from app.models.secret import ClientSecret
 
 CLIENT_TYPES = ("standard", "admin")
 
 
-class Client(db.Model):
+class Client(Model):
     __tablename__ = "clients"
     __table_args__ = (
         sa.UniqueConstraint("account_id", "name", name="uq_clients_account_id_name"),
@@ -43,10 +48,10 @@ class Client(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    secrets: Mapped[list[ClientSecret]] = relationship(  # noqa: F821
+    secrets: Mapped[list[ClientSecret]] = relationship(
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True
     )
-    keys: Mapped[list[ClientKey]] = relationship(  # noqa: F821
+    keys: Mapped[list[ClientKey]] = relationship(
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True
     )
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.models.base import Model
 from app.models.types import JSONType, UTCDateTime
 from app.timeutil import utcnow
 
+if TYPE_CHECKING:
+    from app.models.client import Client
 
-class ClientKey(db.Model):
+
+class ClientKey(Model):
     __tablename__ = "client_keys"
     __table_args__ = (sa.UniqueConstraint("client_id", "kid", name="uq_client_keys_client_id_kid"),)
 
@@ -29,4 +33,4 @@ class ClientKey(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    client: Mapped[Client] = relationship(back_populates="keys")  # noqa: F821
+    client: Mapped[Client] = relationship(back_populates="keys")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.models.base import Model
 from app.models.types import UTCDateTime
 from app.timeutil import utcnow
 
+if TYPE_CHECKING:
+    from app.models.client import Client
 
-class ClientSecret(db.Model):
+
+class ClientSecret(Model):
     __tablename__ = "client_secrets"
 
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -26,7 +30,7 @@ class ClientSecret(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    client: Mapped[Client] = relationship(back_populates="secrets")  # noqa: F821
+    client: Mapped[Client] = relationship(back_populates="secrets")
 
     def is_active(self, now: datetime) -> bool:
         return self.expires_at is None or self.expires_at > now

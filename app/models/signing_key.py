@@ -7,14 +7,14 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.models.base import Model
 from app.models.types import JSONType, UTCDateTime
 from app.timeutil import utcnow
 
 KEY_STATUSES = ("next", "current", "retired")
 
 
-class SigningKey(db.Model):
+class SigningKey(Model):
     __tablename__ = "signing_keys"
     __table_args__ = (
         sa.CheckConstraint("status IN ('next', 'current', 'retired')", name="status"),

@@ -11,11 +11,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.models.base import Model
 from app.models.types import UTCDateTime
 
 
-class RevokedToken(db.Model):
+class RevokedToken(Model):
     __tablename__ = "revoked_tokens"
 
     jti: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
@@ -23,7 +23,7 @@ class RevokedToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class UsedAssertion(db.Model):
+class UsedAssertion(Model):
     __tablename__ = "used_assertions"
 
     # client id + ":" + jti: one client's jti space never blocks another's.
@@ -31,7 +31,7 @@ class UsedAssertion(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class AuthFailure(db.Model):
+class AuthFailure(Model):
     """Failed client authentications per key (client id or address) and window."""
 
     __tablename__ = "auth_failures"
