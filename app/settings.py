@@ -85,10 +85,10 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, repr=False)
 
     # Audience of tokens whose request names none and whose client lists none;
-    # unset: ISSUER.
-    default_audience: str = Field(default=None)
-    # Unset: ISSUER/api.
-    management_audience: str = Field(default=None)
+    # unset (or empty): ISSUER.
+    default_audience: str = ""
+    # Unset (or empty): ISSUER/api.
+    management_audience: str = ""
 
     jwks_max_age: int = 300
     # Signing-key lifecycle (app/signing/keys.py): the current key is
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     threads: int = 4
     # Connections per process: one per gunicorn thread plus one for the
     # last_used_at writer. Unset: THREADS + 1.
-    db_pool_size: int = Field(default=None)
+    db_pool_size: int = Field(default_factory=lambda data: data.get("threads", 4) + 1)
     # Seconds a cached client record (and its secret hashes) may be stale on
     # instances other than the one that changed it; docs allow at most 5.
     client_cache_ttl: float = 2.0
@@ -153,22 +153,24 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {_one_of(SIGNING_ALGS)}, not {value!r}")
         return value
 
+    # An override of None means unset, as it did when overrides were a dict
+    # laid over the environment's values. (A failed ISSUER or THREADS is
+    # reported as itself; the value derived from it is then left empty.)
     @field_validator("default_audience", mode="before")
     @classmethod
     def _default_audience(cls, value: Any, info: ValidationInfo) -> Any:
-        return value or info.data.get("issuer")
+        return value or info.data.get("issuer", "")
 
     @field_validator("management_audience", mode="before")
     @classmethod
     def _management_audience(cls, value: Any, info: ValidationInfo) -> Any:
         issuer = info.data.get("issuer")
-        return value or (f"{issuer}/api" if issuer is not None else None)
+        return value or (f"{issuer}/api" if issuer is not None else "")
 
     @field_validator("db_pool_size", mode="before")
     @classmethod
     def _pool_size(cls, value: Any, info: ValidationInfo) -> Any:
-        threads = info.data.get("threads")
-        return value if value is not None else (threads + 1 if threads is not None else None)
+        return value if value is not None else info.data.get("threads", 4) + 1
 
     @field_validator("auth_failure_feed", mode="before")
     @classmethod
@@ -250,6 +252,8 @@ def _describe(exc: ValidationError) -> str:
     # KEYS_PASSPHRASE, SECRET_PEPPER and SECRET_KEY are secrets.
     problems = []
     for error in exc.errors():
+        if error["type"] == "default_factory_not_called":
+            continue  # derived from a setting already reported
         field = str(error["loc"][0]) if error["loc"] else ""
         name = field.upper()
         if field in _CONFIG_KEYS:

@@ -152,6 +152,16 @@ def test_bad_environment_value_names_the_variable(monkeypatch, name, value, mess
     assert isinstance(raised.value, ValueError)
 
 
+def test_bad_value_is_reported_once(monkeypatch):
+    monkeypatch.setenv("THREADS", "many")
+    with pytest.raises(SettingsError) as raised:
+        build_settings()
+    assert str(raised.value) == (
+        "invalid settings: THREADS: Input should be a valid integer,"
+        " unable to parse string as an integer"
+    )
+
+
 def test_bad_override_names_the_setting_and_not_a_secret():
     with pytest.raises(SettingsError) as raised:
         build_settings({"SECRET_PEPPER": ["s3cret-pepper"], "ASSERTION_SIGNING_ALGS": ["HS256"]})
