@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from app.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class ServiceUnavailable(AppError):
     title = "Service Unavailable"
 
 
-def problem(error: AppError):
+def problem(error: AppError) -> Response:
     """Render an AppError as an RFC 9457 response."""
     response = jsonify(error.to_dict())
     response.status_code = error.status
@@ -140,7 +142,7 @@ _OAUTH_ERRORS = {
 }
 
 
-def oauth_error(status: int, description: str, headers: dict[str, str] | None = None):
+def oauth_error(status: int, description: str, headers: dict[str, str] | None = None) -> Response:
     """An RFC 6749 §5.2 error body for failures Authlib does not render."""
     body = {
         "error": _OAUTH_ERRORS.get(status, "invalid_request"),
@@ -162,9 +164,7 @@ def register_error_handlers(app: Flask) -> None:
 
     # Runs before Flask-SQLAlchemy's own teardown (Flask calls them in reverse).
     @app.teardown_appcontext
-    def close_session_quietly(_exc):
-        from app.extensions import db
-
+    def close_session_quietly(_exc: BaseException | None) -> None:
         try:
             db.session.remove()
         except DBAPIError as error:
@@ -175,13 +175,13 @@ def register_error_handlers(app: Flask) -> None:
             db.session.registry.clear()
 
     @app.errorhandler(AppError)
-    def handle_app_error(error: AppError):
+    def handle_app_error(error: AppError) -> Response:
         if _is_oauth_path():
             return oauth_error(error.status, error.detail, error.headers)
         return problem(error)
 
     @app.errorhandler(HTTPException)
-    def handle_http_exception(error: HTTPException):
+    def handle_http_exception(error: HTTPException) -> Response:
         status = error.code or 500
         description = error.description or error.name
         if status == 413:
@@ -204,9 +204,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolTimeoutError)
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
-    def handle_database_down(error: Exception):
-        from app.extensions import db
-
+    def handle_database_down(error: Exception) -> Response:
         db.session.rollback()
         log.error("database unavailable: %s", type(error).__name__)
         err = ServiceUnavailable(
@@ -217,9 +215,7 @@ def register_error_handlers(app: Flask) -> None:
         return problem(err)
 
     @app.errorhandler(500)
-    def handle_internal_error(error: Exception):
-        from app.extensions import db
-
+    def handle_internal_error(error: Exception) -> Response:
         db.session.rollback()
         if _is_oauth_path():
             body = oauth_error(500, "The server encountered an internal error.")

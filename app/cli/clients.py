@@ -11,7 +11,7 @@ import sys
 from typing import NoReturn
 
 import click
-from flask import Blueprint
+from flask import Blueprint, Flask
 
 from app.api.schemas import client_to_dict
 from app.clients import service
@@ -130,7 +130,7 @@ def secrets_rotate(client_id: str, grace_period: int, as_json: bool) -> None:
     click.echo("The secret is shown only this once; store it now.")
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """Register the `clients` and `secrets` command groups."""
     app.register_blueprint(clients_cli)
     app.register_blueprint(secrets_cli)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -39,7 +40,7 @@ class SigningKey(Model):
     kid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     alg: Mapped[str] = mapped_column(sa.String(16))
     status: Mapped[str] = mapped_column(sa.String(16))
-    public_jwk: Mapped[dict] = mapped_column(JSONType)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a retired key leaves the JWKS: retirement + the longest token TTL.

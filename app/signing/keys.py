@@ -30,6 +30,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ import jwt
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from flask import current_app, has_app_context
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
@@ -66,7 +68,7 @@ class KeyTiming:
         return timedelta(seconds=self.jwks_max_age + self.refresh_interval + self.clock_skew)
 
     @classmethod
-    def from_config(cls, config: Any) -> KeyTiming:
+    def from_config(cls, config: Mapping[str, Any]) -> KeyTiming:
         return cls(
             float(config.get("JWKS_MAX_AGE", 300)),
             float(config.get("KEY_REFRESH_INTERVAL", 10.0)),
@@ -78,7 +80,11 @@ def _timing() -> KeyTiming:
     return KeyTiming.from_config(current_app.config) if has_app_context() else KeyTiming()
 
 
-def generate_private_key(alg: str):
+#: The private keys the server signs with, one kind per SIGNING_ALG family.
+SigningPrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def generate_private_key(alg: str) -> SigningPrivateKey:
     """A fresh private key for the JWS algorithm."""
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
@@ -89,7 +95,7 @@ def generate_private_key(alg: str):
     raise ValueError(f"unsupported signing algorithm {alg!r}")
 
 
-def public_jwk(public_key, alg: str, kid: str) -> dict[str, Any]:
+def public_jwk(public_key: PublicKeyTypes, alg: str, kid: str) -> dict[str, Any]:
     """The public JWK with kid, alg and use; never a private member."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         jwk = ECAlgorithm.to_jwk(public_key, as_dict=True)
@@ -120,7 +126,9 @@ def _pem_path(keys_dir: str, kid: str) -> Path:
     return Path(keys_dir) / f"{kid}.pem"
 
 
-def write_private_key(private_key, keys_dir: str, kid: str, passphrase: str | None) -> Path:
+def write_private_key(
+    private_key: PrivateKeyTypes, keys_dir: str, kid: str, passphrase: str | None
+) -> Path:
     """Write the PKCS#8 PEM atomically with mode 0600."""
     encryption = (
         serialization.BestAvailableEncryption(passphrase.encode())
@@ -144,7 +152,7 @@ def write_private_key(private_key, keys_dir: str, kid: str, passphrase: str | No
     return _pem_path(keys_dir, kid)
 
 
-def load_private_key(keys_dir: str, kid: str, passphrase: str | None):
+def load_private_key(keys_dir: str, kid: str, passphrase: str | None) -> PrivateKeyTypes:
     data = _pem_path(keys_dir, kid).read_bytes()
     password = passphrase.encode() if passphrase else None
     return serialization.load_pem_private_key(data, password=password)
@@ -440,8 +448,9 @@ class KeyRing:
             self._private = {k: v for k, v in self._private.items() if k in verify}
             return snap
 
-    def _load(self, kid: str, alg: str, jwk: dict) -> LoadedKey:
+    def _load(self, kid: str, alg: str, jwk: dict[str, Any]) -> LoadedKey:
         public_key = jwt.PyJWK.from_dict(jwk).key
+        private_key: PrivateKeyTypes | None
         try:
             private_key = load_private_key(self.keys_dir, kid, self.passphrase)
         except FileNotFoundError:
