@@ -46,8 +46,8 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     _prepare_database_url(app)
 
     from app import models  # noqa: F401  (registers every table with the metadata)
+    from app.clients.hashing import load_pepper
     from app.clients.records import ClientStore
-    from app.clients.secrets import load_pepper
     from app.clients.usage import UsageTracker
     from app.extensions import db, migrate
     from app.runtime import Runtime

@@ -276,7 +276,7 @@ def _bench_clients(engine, work: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from app.clients.secrets import hash_secret
+    from app.clients.hashing import hash_secret
     from app.models import Client, ClientKey, ClientSecret
     from app.signing.keys import public_jwk
     from app.timeutil import utcnow

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from app.clients.secrets import hash_secret
+from app.clients.hashing import hash_secret
 from app.models import Client, ClientSecret
 
 SEED_ACCOUNT = "bench-seed"

@@ -16,7 +16,7 @@ from app.api.pagination import (
     parse_limit,
 )
 from app.api.schemas import CONTROL_RE, client_etag, client_to_dict, json_body, validate_client
-from app.clients import service
+from app.clients import policy, service
 from app.errors import BadRequest, PreconditionFailed, ValidationError
 from app.extensions import db
 from app.models import CLIENT_TYPES, Client
@@ -163,7 +163,7 @@ def _write_client(client_id: str, mode: str):
     # Only a PATCH of exactly {"locked": false} passes a lock; a PUT always
     # restates name and more, so it never does.
     if mode == "replace" or body != {"locked": False}:
-        service.ensure_unlocked(client)
+        policy.ensure_unlocked(client)
     service.update_client(client, values, g.caller.client_id)
     db.session.commit()
     return _client_response(client)
@@ -175,7 +175,7 @@ def delete_client(client_id: str):
     """Delete a client with its secrets and keys."""
     client = _locked_for_update(client_id)
     _check_if_match(client)
-    service.ensure_unlocked(client)
+    policy.ensure_unlocked(client)
     service.delete_client(client, g.caller.client_id)
     db.session.commit()
     return "", 204

@@ -25,8 +25,8 @@ from jwt.algorithms import OKPAlgorithm
 from sqlalchemy.exc import IntegrityError
 
 from app.audit import events as audit
+from app.clients.policy import ensure_unlocked
 from app.clients.records import mark_client_changed
-from app.clients.service import ensure_unlocked
 from app.errors import Conflict, NotFound, ValidationError
 from app.extensions import db
 from app.models import Client, ClientKey

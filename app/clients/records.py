@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
-from app.clients.secrets import verify_secret
+from app.clients.hashing import verify_secret
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
 from app.state.autocommit import PostgresReader, postgres_reader

@@ -1,86 +1,77 @@
-"""Client secrets: generation, keyed hashing and constant-time verification.
+"""Client secrets: add, list, rotate and delete (docs/api.md §2.2).
 
-Our secrets carry 256 bits from the OS CSPRNG, so guessing one is hopeless
-whatever the hash; a slow hash (bcrypt, PBKDF2) only protects low-entropy
-passwords and would cost milliseconds per token request. We store
-HMAC-SHA-256(pepper, secret): a stolen database alone is useless without the
-pepper, which lives outside the database (SECRET_PEPPER or KEYS_DIR/pepper).
+Services add and flush; the view or command that calls them commits once.
+The hashing itself lives in app.clients.hashing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import secrets as _random
-from datetime import timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from app.audit import events as audit
-from app.errors import NotFound
+from app.clients.hashing import generate_secret, hash_secret, secret_hint
+from app.clients.policy import ensure_unlocked
+from app.clients.records import mark_client_changed
+from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import Client, ClientSecret
+from app.models.types import new_id
 from app.timeutil import utcnow
 
-SECRET_PREFIX = "ccs_"
-HINT_LENGTH = 4
+MAX_ACTIVE_SECRETS = 5
 
 
-def generate_secret() -> str:
-    """A new client secret: the prefix plus 32 random bytes, URL-safe."""
-    return SECRET_PREFIX + _random.token_urlsafe(32)
+def active_secret_count(client_id: str, now: datetime) -> int:
+    return db.session.execute(
+        sa.select(sa.func.count())
+        .select_from(ClientSecret)
+        .where(
+            ClientSecret.client_id == client_id,
+            sa.or_(ClientSecret.expires_at.is_(None), ClientSecret.expires_at > now),
+        )
+    ).scalar_one()
 
 
-def hash_secret(secret: str, pepper: bytes) -> str:
-    """HMAC-SHA-256 of the secret under the server's pepper, hex encoded."""
-    return hmac.new(pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+def add_secret(
+    client: Client,
+    pepper: bytes,
+    actor: str,
+    *,
+    description: str | None = None,
+    expires_in: int | None = None,
+    audited: bool = True,
+    action: str = "secret.created",
+    enforce_limit: bool = True,
+) -> tuple[ClientSecret, str]:
+    """Add a secret; the caller must hold the client row lock (see get_client).
 
-
-def secret_hint(secret: str) -> str:
-    return secret[-HINT_LENGTH:]
-
-
-def verify_secret(secret: str, pepper: bytes, hashes: list[str]) -> int | None:
-    """Index of the hash the secret matches, or None; constant time per hash.
-
-    Every candidate is compared (no early exit), so timing reveals nothing
-    about which hash matched.
+    :raise Conflict: too_many_secrets when the client already has five active
+        (unless enforce_limit is False, as for a rotation).
     """
-    candidate = hash_secret(secret, pepper)
-    found = None
-    for index, stored in enumerate(hashes):
-        if hmac.compare_digest(candidate, stored) and found is None:
-            found = index
-    return found
-
-
-def load_pepper(configured: str | None, keys_dir: str) -> bytes:
-    """The pepper from config, or from KEYS_DIR/pepper (made on first use)."""
-    if configured:
-        return configured.encode("utf-8")
-    path = Path(keys_dir) / "pepper"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL: two processes starting at once agree on one pepper.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(_random.token_hex(32))
-    value = path.read_text().strip()
-    if not value:
-        raise RuntimeError(f"{path} is empty; delete it or set SECRET_PEPPER")
-    return value.encode("utf-8")
-
-
-# --- Secret management (contract 2.2). Services add and flush; callers commit.
-#
-# `service` and `records` import this module for the hashing helpers above,
-# so the management functions below import them lazily to avoid a cycle.
+    now = utcnow()
+    if enforce_limit and active_secret_count(client.id, now) >= MAX_ACTIVE_SECRETS:
+        raise Conflict(
+            f"A client may have at most {MAX_ACTIVE_SECRETS} active secrets.",
+            code="too_many_secrets",
+        )
+    plaintext = generate_secret()
+    secret = ClientSecret(
+        id=new_id(),
+        client_id=client.id,
+        secret_hash=hash_secret(plaintext, pepper),
+        hint=secret_hint(plaintext),
+        description=description,
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+    )
+    db.session.add(secret)
+    db.session.flush()
+    mark_client_changed(client.id)
+    if audited:
+        audit.record(actor, action, secret.id, client.account_id)
+    return secret, plaintext
 
 
 def list_secrets(client: Client) -> list[ClientSecret]:
@@ -106,8 +97,6 @@ def create_secret(
 
     :raise Conflict: client_locked, or too_many_secrets past five active ones.
     """
-    from app.clients.service import add_secret, ensure_unlocked
-
     ensure_unlocked(client)
     return add_secret(client, pepper, actor, description=description, expires_in=expires_in)
 
@@ -124,8 +113,6 @@ def rotate_secret(
 
     :raise Conflict: client_locked.
     """
-    from app.clients.service import add_secret, ensure_unlocked
-
     ensure_unlocked(client)
     now = utcnow()
     cutoff = now + timedelta(seconds=grace_period)
@@ -148,9 +135,6 @@ def delete_secret(client: Client, secret_id: str, actor: str) -> None:
     :raise NotFound: secret_not_found for an id that is not one of this client's.
     :raise Conflict: client_locked.
     """
-    from app.clients.records import mark_client_changed
-    from app.clients.service import ensure_unlocked
-
     secret = None
     # Ids are at most 64 characters; anything else (or a NUL, which
     # PostgreSQL refuses in text) cannot name a secret, so skip the query.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,13 +11,13 @@ from sqlalchemy.exc import IntegrityError
 
 from app.audit import events as audit
 from app.clients.records import mark_client_changed
-from app.clients.secrets import generate_secret, hash_secret, secret_hint
+from app.clients.secrets import add_secret
 from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
+from app.models.types import new_id
 from app.timeutil import utcnow
 
-MAX_ACTIVE_SECRETS = 5
 SYSTEM_ACCOUNT = "system"
 MANAGEMENT_SCOPES = (
     "clients:read",
@@ -40,10 +39,6 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "locked": False,
     "disabled": False,
 }
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def get_client(account_id: str | None, client_id: str, *, for_update: bool = False) -> Client:
@@ -97,69 +92,6 @@ def create_client(
     secret, plaintext = add_secret(client, pepper, actor, description=None, audited=False)
     audit.record(actor, "client.created", client.id, account_id)
     return client, secret, plaintext
-
-
-def active_secret_count(client_id: str, now: datetime) -> int:
-    return db.session.execute(
-        sa.select(sa.func.count())
-        .select_from(ClientSecret)
-        .where(
-            ClientSecret.client_id == client_id,
-            sa.or_(ClientSecret.expires_at.is_(None), ClientSecret.expires_at > now),
-        )
-    ).scalar_one()
-
-
-def add_secret(
-    client: Client,
-    pepper: bytes,
-    actor: str,
-    *,
-    description: str | None = None,
-    expires_in: int | None = None,
-    audited: bool = True,
-    action: str = "secret.created",
-    enforce_limit: bool = True,
-) -> tuple[ClientSecret, str]:
-    """Add a secret; the caller must hold the client row lock (see get_client).
-
-    :raise Conflict: too_many_secrets when the client already has five active
-        (unless enforce_limit is False, as for a rotation).
-    """
-    now = utcnow()
-    if enforce_limit and active_secret_count(client.id, now) >= MAX_ACTIVE_SECRETS:
-        raise Conflict(
-            f"A client may have at most {MAX_ACTIVE_SECRETS} active secrets.",
-            code="too_many_secrets",
-        )
-    plaintext = generate_secret()
-    secret = ClientSecret(
-        id=new_id(),
-        client_id=client.id,
-        secret_hash=hash_secret(plaintext, pepper),
-        hint=secret_hint(plaintext),
-        description=description,
-        created_at=now,
-        expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
-    )
-    db.session.add(secret)
-    db.session.flush()
-    mark_client_changed(client.id)
-    if audited:
-        audit.record(actor, action, secret.id, client.account_id)
-    return secret, plaintext
-
-
-def ensure_unlocked(client: Client) -> None:
-    """Refuse a change to a locked client (contract 2.1).
-
-    :raise Conflict: client_locked.
-    """
-    if client.locked:
-        raise Conflict(
-            'The client is locked; unlock it with {"locked": false} first.',
-            code="client_locked",
-        )
 
 
 def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:

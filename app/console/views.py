@@ -25,8 +25,8 @@ from app.api.openapi import SCHEMAS, check
 from app.api.pagination import decode_cursor, encode_cursor
 from app.api.schemas import validate_client
 from app.clients import keys as key_service
+from app.clients import policy, service
 from app.clients import secrets as secrets_service
-from app.clients import service
 from app.console import bp
 from app.console.auth import (
     SignInRefused,
@@ -324,7 +324,7 @@ def update_client(client_id: str):
             account_id=client.account_id,
             grantable=g.caller.scopes,
         )
-        service.ensure_unlocked(client)
+        policy.ensure_unlocked(client)
         changed = service.update_client(client, values, g.caller.client_id)
         db.session.commit()
     except AppError as error:
@@ -356,7 +356,7 @@ def change_state(client_id: str):
     client = _client(client_id, for_update=True)
     # As in the API, a locked client accepts only being unlocked.
     if values != {"locked": False}:
-        service.ensure_unlocked(client)
+        policy.ensure_unlocked(client)
     service.update_client(client, values, g.caller.client_id)
     db.session.commit()
     flash(message, "success")
@@ -379,7 +379,7 @@ def delete_client(client_id: str):
     client = _client(client_id, for_update=True)
     if request.form.get("confirm_name") != client.name:
         raise BadRequest("Type the client's name to confirm the deletion.")
-    service.ensure_unlocked(client)
+    policy.ensure_unlocked(client)
     name = client.name
     service.delete_client(client, g.caller.client_id)
     db.session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -36,3 +37,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def new_id() -> str:
+    """A primary key for clients, secrets and keys: random, so ids reveal no count."""
+    return str(uuid.uuid4())

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.clients.secrets import hash_secret
+from app.clients.hashing import hash_secret
 from app.extensions import db
 from app.models import AuditEvent, ClientSecret
 from tests.conftest import TEST_PEPPER, basic_auth

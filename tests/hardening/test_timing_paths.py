@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.clients import secrets as secrets_module
+from app.clients import hashing
 from app.extensions import db
 from app.models import ClientSecret
 from app.timeutil import utcnow
@@ -28,7 +28,7 @@ TOKEN = {"grant_type": "client_credentials"}
 def counted(monkeypatch) -> dict:
     """Wrap hash_secret and hmac.compare_digest; the real functions still run."""
     calls = {"hash": 0, "compare": 0}
-    real_hash = secrets_module.hash_secret
+    real_hash = hashing.hash_secret
     real_compare = hmac.compare_digest
 
     def hash_secret(secret, pepper):
@@ -39,8 +39,8 @@ def counted(monkeypatch) -> dict:
         calls["compare"] += 1
         return real_compare(a, b)
 
-    monkeypatch.setattr(secrets_module, "hash_secret", hash_secret)
-    monkeypatch.setattr(secrets_module.hmac, "compare_digest", compare_digest)
+    monkeypatch.setattr(hashing, "hash_secret", hash_secret)
+    monkeypatch.setattr(hashing.hmac, "compare_digest", compare_digest)
     return calls
 
 

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from app.clients import secrets as secrets_module
-from app.clients.secrets import (
+from app.clients import hashing
+from app.clients.hashing import (
     generate_secret,
     hash_secret,
     load_pepper,
@@ -115,7 +115,7 @@ def test_verify_compares_every_hash_in_constant_time(monkeypatch):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(secrets_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hashing.hmac, "compare_digest", spy)
     secret = generate_secret()
     hashes = [hash_secret(secret, PEPPER)] + [hash_secret(generate_secret(), PEPPER)] * 4
     assert verify_secret(secret, PEPPER, hashes) == 0
