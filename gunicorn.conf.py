@@ -5,15 +5,17 @@
                                   signing and secret hashing are CPU-bound)
     THREADS (4)                   threads per worker (gthread); each holds at
                                   most one database connection, and the pool
-                                  is sized from THREADS (app/config.py
+                                  is sized from THREADS (app/settings.py
                                   DB_POOL_SIZE = THREADS + 1, same overflow)
     TIMEOUT (30)                  a worker silent this long is killed and replaced
     GRACEFUL_TIMEOUT (20)         on SIGTERM workers stop accepting, finish
                                   in-flight requests for up to this long, exit
     MAX_REQUESTS (0: off)         recycle a worker after this many requests
 
-Database connections per instance: WORKERS x 2 x DB_POOL_SIZE at most; keep
-the sum over all instances below PostgreSQL's max_connections.
+Database connections per instance: WORKERS x (4 x DB_POOL_SIZE + 1) at most
+(two pools with their overflow, plus the rate-limit feed's LISTEN connection;
+docs/deployment.md); keep the sum over all instances below PostgreSQL's
+max_connections.
 """
 
 import os
@@ -43,7 +45,7 @@ accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
-# Prometheus multi-process mode (app/metrics.py): each worker writes its
+# Prometheus multi-process mode (app/http/metrics.py): each worker writes its
 # metrics to files here and /metrics sums them. Workers inherit it from this
 # process, before any of them imports prometheus_client.
 _metrics_dir_made = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")

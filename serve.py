@@ -5,13 +5,13 @@
                                   signing is CPU-bound)
     THREADS (4)                   request threads per worker; each holds at most
                                   one database connection and the pool is sized
-                                  from THREADS (app/config.py DB_POOL_SIZE)
+                                  from THREADS (app/settings.py DB_POOL_SIZE)
     GRACEFUL_TIMEOUT (20)         on SIGTERM, seconds a worker may take to finish
     WORKERS_MAX_RSS (0: off)      recycle a worker whose RSS passes this many MiB
     LOG_LEVEL (info), ACCESS_LOG  granian's own log level; any ACCESS_LOG value
                                   turns granian's access log on
 
-granian was chosen by measurement (`make bench`, README "Performance"): on
+granian was chosen by measurement (`make bench`, docs/performance.md): on
 this endpoint it spends far less CPU per request than gunicorn's sync or
 gthread workers. gunicorn.conf.py still works:
 `gunicorn -c gunicorn.conf.py wsgi:app`.
@@ -30,7 +30,7 @@ def _int(name: str, default: int) -> int:
 
 
 def prepare_metrics_dir() -> None:
-    """Prometheus multi-process mode (app/metrics.py): one empty directory shared by the workers."""
+    """Prometheus multi-process mode (app/http/metrics.py): one empty directory shared by the workers."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ccserver-metrics-")
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])

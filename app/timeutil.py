@@ -10,7 +10,7 @@ def utcnow() -> datetime:
 
 
 def isoformat(value: datetime | None) -> str | None:
-    """RFC 3339 with milliseconds and a Z suffix, as the contract shows."""
+    """RFC 3339 with milliseconds and a Z suffix, as docs/api.md shows."""
     if value is None:
         return None
     if value.tzinfo is None:

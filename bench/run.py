@@ -3,7 +3,7 @@
 Starts the server as `make serve-prod` does (granian, or gunicorn for a
 comparison) on PostgreSQL with a seeded database, loads it with wrk (Debian
 package, installed when missing and we are root), then runs the same load
-against panva's oidc-provider from ../shared/peers and prints the ratio from
+against panva's oidc-provider from the peer harness in BENCH_PEERS_DIR and prints the ratio from
 the same run. Every load is bounded in time; only loopback is targeted.
 
 Environment (all optional):
@@ -21,7 +21,7 @@ Environment (all optional):
   BENCH_THREADS=4     request threads per worker (granian blocking threads, gthread threads)
   BENCH_SERVER_CPUS=0   taskset list for the server ("" = unpinned)
   BENCH_LOADGEN_CPUS=1  taskset list for wrk ("" = unpinned)
-  BENCH_PEER=1        also run ../shared/peers oidc-provider (0 to skip)
+  BENCH_PEER=1        also run the oidc-provider peer (BENCH_PEERS_DIR) (0 to skip)
   BENCH_PEERS_DIR     where the peer harness lives
   BENCH_REDIS_URL     REDIS_URL for the server (default: none)
   BENCH_PROFILE=0     1: py-spy the workers during one extra basic run, print top frames
@@ -370,7 +370,7 @@ def make_assertions(key_path: Path, count: int, audience: str, path: Path) -> No
                 "sub": JWT_ID,
                 "aud": audience,
                 "iat": now,
-                "exp": now + 290,  # the contract allows at most 5 minutes ahead
+                "exp": now + 290,  # docs/api.md §1 allows at most 5 minutes ahead
                 "jti": secrets.token_urlsafe(16),
             }
             out.write(jwt.encode(claims, key, algorithm="ES256", headers=header))

@@ -158,8 +158,10 @@ def _settings_read_by_the_code() -> set[str]:
     # A typed settings class (pydantic-settings) reads its fields from the environment.
     module = importlib.import_module("app.settings")
     for value in vars(module).values():
+        if not isinstance(value, type):
+            continue  # e.g. flask.current_app, a proxy that needs an app context
         fields = getattr(value, "model_fields", None)
-        if isinstance(value, type) and value.__module__ == module.__name__ and fields:
+        if value.__module__ == module.__name__ and fields:
             for name, field in fields.items():
                 alias = field.validation_alias if isinstance(field.validation_alias, str) else None
                 names.add((alias or field.alias or name).upper())

@@ -1,4 +1,4 @@
-"""Integration: two real gunicorn instances, one database, one Redis (issue 5).
+"""Integration: two real gunicorn instances, one database, one Redis.
 
 Instance A and instance B are separate server processes on two loopback
 ports. They share only what a real deployment shares: the database (the

@@ -7,7 +7,7 @@ from app.models import Client
 
 
 def ensure_unlocked(client: Client) -> None:
-    """Refuse a change to a locked client (contract 2.1).
+    """Refuse a change to a locked client (docs/api.md §2.1).
 
     :raise Conflict: client_locked.
     """

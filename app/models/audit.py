@@ -1,4 +1,4 @@
-"""Audit events (contract 2.5). Never holds secrets, hashes or keys."""
+"""Audit events (docs/api.md §2.5). Never holds secrets, hashes or keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""API clients (contract 2.1)."""
+"""API clients (docs/api.md §2.1)."""
 
 from __future__ import annotations
 

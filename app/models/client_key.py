@@ -1,4 +1,4 @@
-"""Client public keys for private_key_jwt (contract 2.3)."""
+"""Client public keys for private_key_jwt (docs/api.md §2.3)."""
 
 from __future__ import annotations
 

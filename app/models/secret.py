@@ -1,4 +1,4 @@
-"""Client secrets (contract 2.2): only an HMAC of the secret is stored."""
+"""Client secrets (docs/api.md §2.2): only an HMAC of the secret is stored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integration: Bearer authorization of the management API (contract 2)."""
+"""Integration: Bearer authorization of the management API (docs/api.md §2)."""
 
 from __future__ import annotations
 

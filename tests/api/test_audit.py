@@ -1,4 +1,4 @@
-"""Integration: GET /api/v1/audit-events (contract 2.5) and what client changes record."""
+"""Integration: GET /api/v1/audit-events (docs/api.md §2.5) and what client changes record."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integration: the client keys API (contract 2.3) over HTTP, real database and crypto."""
+"""Integration: the client keys API (docs/api.md §2.3) over HTTP, real database and crypto."""
 
 from __future__ import annotations
 

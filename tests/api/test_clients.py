@@ -1,4 +1,4 @@
-"""Integration: the clients resource (contract 2.1) through HTTP, real DB and crypto."""
+"""Integration: the clients resource (docs/api.md §2.1) through HTTP, real DB and crypto."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integration: keyset paging and filters of GET /api/v1/clients (contract 2.1)."""
+"""Integration: keyset paging and filters of GET /api/v1/clients (docs/api.md §2.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integration: client secrets (contract 2.2) through HTTP, real database and crypto."""
+"""Integration: client secrets (docs/api.md §2.2) through HTTP, real database and crypto."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Integration: the per-process client cache is bounded (contract 2.2 "at once").
+"""Integration: the per-process client cache is bounded (docs/api.md §2.2 "at once").
 
 Two app instances in one process share one database (and Redis when
 TEST_REDIS_URL is set) but each has its own client cache, as two servers
 would. A change made through instance A's API takes effect on A from the
-response on, and on B within CLIENT_CACHE_TTL (default 2 s; the contract
+response on, and on B within CLIENT_CACHE_TTL (default 2 s; docs/api.md §2.2
 allows 5).
 """
 
@@ -104,7 +104,7 @@ def test_rotation_without_grace_is_refused_everywhere_within_the_bound(
     check_bound(app, client, instance_b, factory, rotate)
 
 
-def test_cache_ttl_default_is_within_the_contract(base_config, migrated):
+def test_cache_ttl_default_is_within_the_documented_bound(base_config, migrated):
     fresh = create_app({k: v for k, v in base_config.items() if k != "CLIENT_CACHE_TTL"})
     assert 0 < fresh.config["CLIENT_CACHE_TTL"] <= BOUND
     with fresh.app_context():

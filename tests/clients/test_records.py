@@ -1,5 +1,5 @@
 """Integration: the token path's client records read the same from PostgreSQL's one
-statement (app/pgread.py, on a cache miss) as from the portable Core selects.
+statement (app/state/autocommit.py, on a cache miss) as from the portable Core selects.
 """
 
 from __future__ import annotations

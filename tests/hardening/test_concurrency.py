@@ -1,4 +1,4 @@
-"""Integration tests: concurrent requests lose nothing (contract 2.1, 2.2).
+"""Integration tests: concurrent requests lose nothing (docs/api.md §2.1, §2.2).
 
 Real threads, each with its own Flask test client, against the real
 database. Row locks (SELECT ... FOR UPDATE) make these guarantees on

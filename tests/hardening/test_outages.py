@@ -191,7 +191,7 @@ def test_exhausted_pool_is_503_not_500(app, factory):
         held = [db.engine.connect(), db.engine.connect()]  # every connection of the pool
         reader = postgres_reader()
         if reader is not None:
-            # The token path's own reads (app/pgread.py) have a pool of the same size.
+            # The token path's own reads (app/state/autocommit.py) have a pool of the same size.
             held += [reader.engine.connect(), reader.engine.connect()]
         try:
             started = time.monotonic()

@@ -1,4 +1,4 @@
-"""Integration tests: failed client authentications are limited (contract 3).
+"""Integration tests: failed client authentications are limited (docs/api.md §3).
 
 Every test runs on the database counters and, when TEST_REDIS_URL is set, on
 Redis counters; all go through HTTP with real secrets.

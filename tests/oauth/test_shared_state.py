@@ -79,7 +79,7 @@ def test_revocation_seen_by_another_instance(client, second, factory):
     revoked = client.post("/oauth2/revoke", data={"token": token}, headers=basic_auth(cid, secret))
     assert revoked.status_code == 200
 
-    # No delay on any instance (contract 1).
+    # No delay on any instance (docs/api.md §1).
     response = second.get("/api/v1/clients", headers=headers)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

@@ -1,4 +1,4 @@
-"""Integration: POST /oauth2/token (contract 1, RFC 6749 §4.4, RFC 9068, RFC 8707).
+"""Integration: POST /oauth2/token (docs/api.md §1, RFC 6749 §4.4, RFC 9068, RFC 8707).
 
 Through the Flask test client with the real database and real signing keys.
 """

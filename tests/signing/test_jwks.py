@@ -1,4 +1,4 @@
-"""Integration: GET /.well-known/jwks.json (contract 1) against real keys in the database."""
+"""Integration: GET /.well-known/jwks.json (docs/api.md §1) against real keys in the database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integration: the signing-key lifecycle without a human (issue 5).
+"""Integration: the signing-key lifecycle without a human (docs/deployment.md, key rotation).
 
 Real database (SQLite or PostgreSQL), real keys and PEM files. Time is moved
 by backdating rows, never by sleeping.

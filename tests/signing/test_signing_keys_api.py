@@ -1,4 +1,4 @@
-"""Integration: /api/v1/signing-keys (contract 2.4) through HTTP, real keys and database."""
+"""Integration: /api/v1/signing-keys (docs/api.md §2.4) through HTTP, real keys and database."""
 
 from __future__ import annotations
 
