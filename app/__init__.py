@@ -83,20 +83,20 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     from app.state import failures
 
     failures.init_app(app)
-    from app.http import client_address, pipeline
+    from app.http import pipeline
 
-    client_address.init_app(app)
     register_error_handlers(app)
     _register_blueprints(app)
-    pipeline.init_app(app)
     from app.signing import rotation
 
-    rotation.init_app(app)
+    pipeline.init_app(
+        app, key_schedule=rotation.init_app(app), usage=app.extensions["ccserver"].usage
+    )
     logging.getLogger("authlib").setLevel(logging.WARNING)
     from app.oauth import fastpath
 
-    # Last: the fast path serves token requests only while the app's hooks are
-    # exactly the ones it stands in for, all registered by now.
+    # Last: the fast path serves token requests only while the app's request
+    # hooks are the pipeline's alone, all registered by now.
     fastpath.install(app)
     return app
 

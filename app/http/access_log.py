@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, g
 
 from app.http.client_address import client_address
+from app.http.observer import RequestView, ResponseView
 
 ACCESS_LOGGER = "ccserver.access"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -76,51 +77,37 @@ def request_id_from(value: str | None) -> str:
     return os.urandom(16).hex()
 
 
-def begin_request(ctx_g, headers) -> None:
-    """Start the request's timer and settle its id (on `ctx_g`, Flask's g object)."""
-    ctx_g.request_started = time.perf_counter()
-    ctx_g.request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
+class RequestLog:
+    """Request observer: settle the request id, then write the access line and echo the id."""
 
+    def before(self, request: RequestView) -> None:
+        request.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
 
-def log_request(ctx_g, method: str, path: str, status: int, environ: dict) -> None:
-    """Write the access line of a request `begin_request` started."""
-    if access_log.isEnabledFor(logging.INFO):
-        started = getattr(ctx_g, "request_started", None) or time.perf_counter()
-        fields = {
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "request_id": ctx_g.request_id,
-            "remote_addr": client_address(environ),
-        }
-        client_id = current_client_id()
-        if client_id:
-            fields["client_id"] = client_id
-        access_log.handle(_access_record(fields))
-
-
-def _before() -> None:
-    # One proxy lookup each: LocalProxy attribute access is most of this hook's cost.
-    begin_request(g._get_current_object(), request.headers)
-
-
-def _after(response: Response) -> Response:
-    ctx_g = g._get_current_object()
-    request_id = getattr(ctx_g, "request_id", None)
-    if request_id is None:
-        return response
-    response.headers[REQUEST_ID_HEADER] = request_id
-    req = request._get_current_object()
-    log_request(ctx_g, req.method, req.path, response.status_code, req.environ)
-    return response
+    def after(self, request: RequestView, response: ResponseView) -> None:
+        request_id = request.request_id
+        if request_id is None:  # `before` never ran: nothing to log
+            return
+        response.headers.set(REQUEST_ID_HEADER, request_id)
+        if access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round((time.perf_counter() - (request.started or 0.0)) * 1000, 3),
+                "request_id": request_id,
+                "remote_addr": client_address(request.environ),
+            }
+            client_id = current_client_id()
+            if client_id:
+                fields["client_id"] = client_id
+            access_log.handle(_access_record(fields))
 
 
 # Every attribute a LogRecord has, with the values that never change for an
 # access line; filled from a dict instead of LogRecord.__init__, which looks
 # up the process name, the module name and more on every line.
 _RECORD_TEMPLATE = logging.LogRecord(
-    ACCESS_LOGGER, logging.INFO, __file__, 0, "request", None, None, "_after"
+    ACCESS_LOGGER, logging.INFO, __file__, 0, "request", None, None, "after"
 ).__dict__
 
 
@@ -150,7 +137,10 @@ def current_client_id() -> str | None:
 
 
 def init_app(app: Flask) -> None:
-    """Install the request-id and access-log hooks, and a JSON handler once per process."""
+    """Install the JSON handler of the access log, once per process.
+
+    The log itself is written by `RequestLog`, an observer of app.http.pipeline.
+    """
     if app.config.get("ACCESS_LOG", True) and not any(
         getattr(h, "ccserver_access", False) for h in access_log.handlers
     ):
@@ -164,7 +154,3 @@ def init_app(app: Flask) -> None:
     # Alembic's fileConfig (flask db upgrade in this process) disables every
     # logger that exists at the time; the access log must survive it.
     access_log.disabled = False
-    # First in, last out: our timer starts before any other hook can answer
-    # early, and the log sees the response after every other hook changed it.
-    app.before_request_funcs.setdefault(None, []).insert(0, _before)
-    app.after_request_funcs.setdefault(None, []).insert(0, _after)

@@ -11,13 +11,11 @@ not itself a trusted proxy is the client.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
-from flask import Flask, current_app, g, has_request_context, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import current_app, g, has_request_context, request
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -126,32 +124,3 @@ def client_address(environ: dict | None = None) -> str:
         # Asked twice per token request (rate limit, access log): resolve once.
         environ[_ENVIRON_KEY] = address
     return address
-
-
-def _limit_streamed_body() -> None:
-    """413 for a chunked body (no Content-Length) over MAX_CONTENT_LENGTH.
-
-    Werkzeug stops reading such a stream at the limit and hands the view the
-    truncated body without an error; read one byte past the limit here so an
-    oversized body is refused instead of silently cut.
-    """
-    environ = request.environ
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if (
-        limit is None
-        or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        or not environ.get("wsgi.input_terminated")
-    ):
-        return
-    data = environ["wsgi.input"].read(limit + 1)
-    if len(data) > limit:
-        raise RequestEntityTooLarge()
-    environ["wsgi.input"] = io.BytesIO(data)
-    environ["CONTENT_LENGTH"] = str(len(data))
-    # HTTP/1.1 §6.1: chunked overrides Content-Length; the body is now whole.
-    environ.pop("HTTP_TRANSFER_ENCODING", None)
-
-
-def init_app(app: Flask) -> None:
-    """Check streamed request bodies against MAX_CONTENT_LENGTH before any view."""
-    app.before_request(_limit_streamed_body)

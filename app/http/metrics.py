@@ -19,8 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, Response, current_app, g, request
+from authlib.integrations.flask_oauth2 import client_authenticated
+from flask import Blueprint, Flask, Response, current_app, g
 from werkzeug.exceptions import ClientDisconnected
+
+from app.extensions import db
+from app.http.observer import RequestView, ResponseView, response_json
+from app.models import SigningKey
+from app.timeutil import utcnow
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # prometheus_client writes there as soon as a metric exists; a missing
@@ -121,13 +127,6 @@ def note_client_authenticated(_sender, client=None, grant=None, **_kwargs) -> No
         g.auth_method = method
 
 
-def attempted_auth_method() -> str:
-    """The client authentication method the current Flask request tried."""
-    return auth_method_tried(
-        request.headers, request.content_length, lambda: request.get_data(cache=True)
-    )
-
-
 def auth_method_tried(headers, length: int | None, body: Callable[[], bytes]) -> str:
     """The client authentication method a request tried, judged without parsing it again."""
     methods = []
@@ -149,14 +148,6 @@ def auth_method_tried(headers, length: int | None, body: Callable[[], bytes]) ->
     if not methods:
         return "none"
     return methods[0] if len(methods) == 1 else "multiple"
-
-
-def response_json(response: Response) -> object:
-    """The JSON body of a response as Response.get_json(silent=True) reads it; None if odd."""
-    try:
-        return response.get_json(silent=True)
-    except Exception:  # noqa: BLE001 - a streamed or odd body is just "other"
-        return None
 
 
 def outcome_of(response: Response) -> str:
@@ -181,52 +172,25 @@ def outcome(status: int, json_body: Callable[[], object]) -> str:
     return "error" if status >= 500 else "other"
 
 
-def start_timer(ctx_g) -> None:
-    """Start the latency timer of a request (on `ctx_g`, Flask's g object)."""
-    ctx_g.metrics_started = time.perf_counter()
+class RequestMetrics:
+    """Request observer: latency by endpoint, 429s, and the OAuth outcome and auth method."""
 
-
-def observe_response(
-    ctx_g,
-    endpoint: str,
-    path: str,
-    method: str,
-    status: int,
-    json_body: Callable[[], object],
-    auth_method: Callable[[], str],
-) -> None:
-    """Count a finished request: latency by endpoint, 429s, OAuth outcome and auth method.
-
-    `json_body` and `auth_method` are asked only when the figures need them.
-    """
-    started = getattr(ctx_g, "metrics_started", None)
-    if started is None:
-        return
-    _latency_child(endpoint).observe(time.perf_counter() - started)
-    if status == 429:
-        RATE_LIMITED.inc()
-    oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(path)
-    if oauth is not None and method == "POST":
-        tried = getattr(ctx_g, "auth_method", None) or auth_method()
-        _request_child(oauth, outcome(status, json_body), tried).inc()
-
-
-def _before() -> None:
-    start_timer(g._get_current_object())
-
-
-def _after(response: Response) -> Response:
-    req = request._get_current_object()
-    observe_response(
-        g._get_current_object(),
-        req.endpoint or "unmatched",
-        req.path,
-        req.method,
-        response.status_code,
-        lambda: response_json(response),
-        attempted_auth_method,
-    )
-    return response
+    def after(self, request: RequestView, response: ResponseView) -> None:
+        started = request.started
+        if started is None:  # the pipeline's `before` never ran: nothing to time
+            return
+        endpoint = request.endpoint or "unmatched"
+        _latency_child(endpoint).observe(time.perf_counter() - started)
+        status = response.status
+        if status == 429:
+            RATE_LIMITED.inc()
+        oauth = OAUTH_ENDPOINTS.get(endpoint) or _OAUTH_PATHS.get(request.path)
+        if oauth is not None and request.method == "POST":
+            # Set by note_client_authenticated; else judged from the request.
+            tried = g.get("auth_method") or auth_method_tried(
+                request.headers, request.content_length, request.body
+            )
+            _request_child(oauth, outcome(status, response.json), tried).inc()
 
 
 class SigningKeyCollector(Collector):
@@ -257,10 +221,6 @@ class SigningKeyCollector(Collector):
 
 def signing_key_rows() -> list[tuple[str, float]]:
     """(status, age in seconds) of every signing key; [] when the database is down."""
-    from app.extensions import db
-    from app.models import SigningKey
-    from app.timeutil import utcnow
-
     now = utcnow()
     try:
         rows = db.session.execute(
@@ -293,13 +253,10 @@ def metrics():
 
 
 def init_app(app: Flask) -> None:
-    """Register /metrics and the cheap per-request hooks."""
-    from authlib.integrations.flask_oauth2 import client_authenticated
+    """Register /metrics and note who authenticated and how.
 
+    Requests are counted by `RequestMetrics`, an observer of app.http.pipeline.
+    """
     app.register_blueprint(bp)
-    # First in, last out: our timer starts before any other hook can answer
-    # early, and the log sees the response after every other hook changed it.
-    app.before_request_funcs.setdefault(None, []).insert(0, _before)
-    app.after_request_funcs.setdefault(None, []).insert(0, _after)
     # weak=False: the receiver is a module function; connecting twice is a no-op.
     client_authenticated.connect(note_client_authenticated, weak=False)

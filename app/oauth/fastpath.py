@@ -4,8 +4,9 @@ Through Flask a token request builds a Request, matches the URL map, runs
 the request hooks through LocalProxies and builds a Response with
 werkzeug's Headers: about 40% of the CPU a token costs in process.
 `TokenFastPath` wraps `app.wsgi_app` and answers a *simple* token request
-itself, in an app context only, with the same AuthorizationServer and
-grant; everything else goes to Flask untouched.
+itself, in an app context only, with the same AuthorizationServer, grant
+and request pipeline (app.http.pipeline); everything else goes to Flask
+untouched.
 
 Simple means POST to exactly /oauth2/token with a Content-Length of ASCII
 digits no larger than MAX_CONTENT_LENGTH, no Transfer-Encoding, and the
@@ -13,18 +14,18 @@ content type application/x-www-form-urlencoded (judged as werkzeug judges a
 mimetype). Odd requests (chunked, oversized, another content type, ...) thus
 keep Flask's answers and error bodies. A request also goes to Flask while
 the app carries any request hook, URL preprocessor or request signal
-receiver other than the ones this module stands in for (tests add
-recorders; a future init_app may add a hook), or when Flask's test client
-wants the request context kept.
+receiver besides the pipeline's three hooks (tests add recorders; an
+init_app may add a hook), or when Flask's test client wants the request
+context kept.
 
-What Flask's hooks do for this endpoint is done here by the same functions,
-in Flask's order: request id and timers (app.http.access_log, app.metrics),
-the signing-key schedule (app.signing.rotation), security headers, metrics and
-the access line after the response is made, the last_used_at flush, and,
-when the app context pops, its teardown (session removal). An exception is
-handed to Flask's own error handling in a request context made for it, so a
-database outage or a bug is answered exactly as before (503 or 500 under
-/oauth2, or raised under TESTING).
+Flask's three hooks run the app's request observers; this path runs the
+same `Pipeline` object: `before` before the grant, `after` on the response,
+`teardown` at the end, then the app context's own teardown (session
+removal) when it pops. An observer added to the pipeline or changed in its
+module thus acts on both paths; there is no second copy to keep in step. An
+exception is handed to Flask's own error handling in a request context made
+for it, so a database outage or a bug is answered exactly as before (503 or
+500 under /oauth2, or raised under TESTING).
 
 There is no `flask.request` here: code on the token path reads the request
 from the FormRequest it is given, and its address from app.http.client_address
@@ -43,12 +44,10 @@ from flask.signals import request_finished, request_started, request_tearing_dow
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from app.http import access_log, metrics
-from app.http import client_address as proxy
-from app.http.pipeline import flush_usage, security_header_defaults, security_headers
+from app.http.observer import HeaderList, RequestView, ResponseView, response_json
+from app.http.pipeline import attach, pipeline_of
 from app.oauth import views
 from app.oauth.server import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
-from app.signing import rotation
 
 TOKEN_PATH = "/oauth2/token"
 
@@ -63,15 +62,10 @@ class TokenFastPath:
         self.app = app
         self.wsgi_app = wsgi_app
         self.server = app.extensions["ccserver.oauth"]
-        # The hooks this path performs itself, in the order Flask registers them.
-        self.before = [
-            access_log._before,
-            metrics._before,
-            proxy._limit_streamed_body,  # a no-op without Transfer-Encoding
-            rotation.check_key_schedule,
-        ]
-        self.after = [access_log._after, metrics._after, security_headers]
-        self.teardown = [flush_usage]
+        self.pipeline = pipeline_of(app)
+        # The one hook of each kind Flask may run for this endpoint: the pipeline's.
+        before, after, teardown = self.pipeline.flask_hooks
+        self.before, self.after, self.teardown = [before], [after], [teardown]
         try:
             self.endpoint: str | None = app.url_map.bind("localhost").match(TOKEN_PATH, "POST")[0]
         except Exception:  # noqa: BLE001 - no such route: Flask answers everything
@@ -107,7 +101,7 @@ class TokenFastPath:
         return length
 
     def _flask_would_do_the_same(self) -> bool:
-        """True while Flask would run exactly the hooks this path stands in for."""
+        """True while Flask would run no hook but the pipeline's (which this path runs too)."""
         app = self.app
         blueprint = self.blueprint
         return (
@@ -129,6 +123,7 @@ class TokenFastPath:
 
     def _serve(self, environ: dict, start_response: StartResponse, body: bytes) -> Iterable[bytes]:
         app = self.app
+        pipeline = self.pipeline
         # As Flask's full_dispatch_request: setup methods refuse from now on.
         app._got_first_request = True
         ctx = app.app_context()
@@ -136,21 +131,22 @@ class TokenFastPath:
         ctx_g = ctx.g
         # client_address() and the rate limiter find the environ here (app.http.client_address).
         ctx_g.wsgi_environ = environ
+        headers = EnvironHeaders(environ)
+        request = RequestView(environ, "POST", TOKEN_PATH, self.endpoint, headers, body)
+        # Should Flask answer after all, its hooks see this view and what `before` kept on it.
+        attach(ctx_g, request)
         error: BaseException | None = None
         flask_took_over = False
         try:
-            headers = EnvironHeaders(environ)
             try:
-                access_log.begin_request(ctx_g, headers)
-                metrics.start_timer(ctx_g)
-                rotation.check_key_schedule()
+                pipeline.before(request)
                 plain = self.server.create_token_response(RawFormRequest("POST", headers, body))
             except Exception as exc:  # noqa: BLE001 - Flask's handlers decide
                 flask_took_over = True
                 app_iter, error = self._flask_answers(exc, environ, start_response, body, False)
                 return app_iter
             try:
-                status, response_headers = self._after(ctx_g, environ, headers, body, plain)
+                status, response_headers = self._after(request, plain)
             except Exception as exc:  # noqa: BLE001 - as an after_request hook raising
                 flask_took_over = True
                 app_iter, error = self._flask_answers(exc, environ, start_response, body, True)
@@ -164,32 +160,20 @@ class TokenFastPath:
             # As RequestContext.pop: the app context goes even if a teardown raises.
             try:
                 if not flask_took_over:
-                    flush_usage(error)
+                    pipeline.teardown(request, error)
             finally:
                 ctx.pop(error)
 
     def _after(
-        self, ctx_g, environ: dict, headers: EnvironHeaders, body: bytes, plain: PlainResponse
+        self, request: RequestView, plain: PlainResponse
     ) -> tuple[str, list[tuple[str, str]]]:
-        """Status line and headers, as the view's Response and the after_request hooks make them."""
-        response_headers = list(plain.headers)
-        _set_header(response_headers, "Content-Length", str(len(plain.body)))
-        # Flask runs after_request hooks last-registered first: security headers,
-        # then metrics, then the access log, which sees the final status.
-        for name, value in security_header_defaults(TOKEN_PATH):
-            _set_default_header(response_headers, name, value)
-        metrics.observe_response(
-            ctx_g,
-            self.endpoint,
-            TOKEN_PATH,
-            "POST",
-            plain.status,
-            lambda: metrics.response_json(flask_response(plain)),
-            lambda: metrics.auth_method_tried(headers, len(body), lambda: body),
-        )
-        _set_header(response_headers, access_log.REQUEST_ID_HEADER, ctx_g.request_id)
-        access_log.log_request(ctx_g, "POST", TOKEN_PATH, plain.status, environ)
-        return _status_line(plain.status), response_headers
+        """Status line and headers, as the view's Response and Flask's after hooks make them."""
+        headers = HeaderList(list(plain.headers))
+        # What werkzeug's Response adds to the view's headers.
+        headers.set("Content-Length", str(len(plain.body)))
+        response = ResponseView(plain.status, headers, lambda: response_json(flask_response(plain)))
+        self.pipeline.after(request, response)
+        return _status_line(plain.status), headers.pairs
 
     def _flask_answers(
         self,
@@ -202,9 +186,10 @@ class TokenFastPath:
         """Answer an exception the way Flask.wsgi_app would, in a request context made for it.
 
         The request context shares the pushed app context (and so `g`: the
-        request id, timers and authenticated client), so Flask's after_request
-        hooks log and count the error response as they would have. Returns
-        the response iterable and the error teardown functions saw.
+        request view with its id and timer, and the authenticated client),
+        so the pipeline's after hook logs and counts the error response as
+        it would have. Returns the response iterable and the error teardown
+        functions saw.
         """
         app = self.app
         environ["wsgi.input"] = io.BytesIO(body)  # the hooks may read the body again
@@ -284,25 +269,6 @@ class _Unread(io.RawIOBase):
 def _status_line(status: int) -> str:
     # werkzeug's wording ("401 UNAUTHORIZED"), as Flask's Response sends it.
     return WerkzeugResponse(status=status).status
-
-
-def _set_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
-    """werkzeug's Headers.set on a list: replace the first `name`, drop the others."""
-    lower = name.lower()
-    for index, (key, _) in enumerate(headers):
-        if key.lower() == lower:
-            headers[index] = (name, value)
-            rest = headers[index + 1 :]
-            headers[index + 1 :] = [item for item in rest if item[0].lower() != lower]
-            return
-    headers.append((name, value))
-
-
-def _set_default_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
-    """werkzeug's Headers.setdefault on a list."""
-    lower = name.lower()
-    if not any(key.lower() == lower for key, _ in headers):
-        headers.append((name, value))
 
 
 def install(app: Flask) -> None:

@@ -72,21 +72,27 @@ def run_schedule() -> dict[str, object]:
     return {"rotated": rotated.kid if rotated is not None else None, "purged": purged}
 
 
-def check_key_schedule() -> None:
-    """before_request: run the schedule if this process's turn has come (see RotationScheduler)."""
-    if not current_app.extensions["ccserver.rotation"].claim():
-        return
-    try:
-        run_schedule()
-    except sa.exc.SQLAlchemyError:
-        # Another instance holding the lock too long, or the database is
-        # down: the request goes on; the next check retries.
-        db.session.rollback()
-        log.warning("signing-key schedule check failed; retrying later", exc_info=True)
+class KeySchedule:
+    """Request observer (app.http.pipeline): run the schedule when this process's turn comes."""
+
+    def __init__(self, scheduler: RotationScheduler) -> None:
+        self.scheduler = scheduler
+
+    def before(self, _request: object) -> None:
+        if not self.scheduler.claim():
+            return
+        try:
+            run_schedule()
+        except sa.exc.SQLAlchemyError:
+            # Another instance holding the lock too long, or the database is
+            # down: the request goes on; the next check retries.
+            db.session.rollback()
+            log.warning("signing-key schedule check failed; retrying later", exc_info=True)
 
 
-def init_app(app: Flask) -> None:
-    """Check the schedule on a request at most once per KEY_SCHEDULE_INTERVAL."""
-    scheduler = RotationScheduler(float(app.config.get("KEY_SCHEDULE_INTERVAL", 60)))
-    app.extensions["ccserver.rotation"] = scheduler
-    app.before_request(check_key_schedule)
+def init_app(app: Flask) -> KeySchedule:
+    """The observer that checks the schedule on a request at most once per KEY_SCHEDULE_INTERVAL.
+
+    create_app hands it to the request pipeline.
+    """
+    return KeySchedule(RotationScheduler(float(app.config.get("KEY_SCHEDULE_INTERVAL", 60))))
