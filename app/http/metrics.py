@@ -24,8 +24,9 @@ from flask import Blueprint, Flask, Response, current_app, g
 from werkzeug.exceptions import ClientDisconnected
 
 from app.extensions import db
-from app.http.observer import RequestView, ResponseView, response_json
+from app.http.observer import RequestView, ResponseView
 from app.models import SigningKey
+from app.protocol import AUTH_METHODS
 from app.timeutil import utcnow
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -47,14 +48,14 @@ from prometheus_client.registry import Collector  # noqa: E402
 
 bp = Blueprint("metrics", __name__)
 
-#: The OAuth endpoints counted by outcome, keyed by Flask endpoint name.
+#: The OAuth endpoints counted by outcome, keyed by Flask endpoint name (app.oauth.views).
 OAUTH_ENDPOINTS = {
     "oauth.issue_token": "token",
-    "oauth.introspect": "introspect",
     "oauth.introspect_token": "introspect",
-    "oauth.revoke": "revoke",
     "oauth.revoke_token": "revoke",
 }
+# The same, by path, for a request that matched no endpoint (a Host refused
+# before routing): still a try at the OAuth endpoint.
 _OAUTH_PATHS = {
     "/oauth2/token": "token",
     "/oauth2/introspect": "introspect",
@@ -123,7 +124,7 @@ def note_client_authenticated(_sender, client=None, grant=None, **_kwargs) -> No
     if client is not None:
         g.client_id = client.id
     method = getattr(getattr(grant, "request", None), "auth_method", None)
-    if method:
+    if method in AUTH_METHODS:  # a label value: only ever one of a fixed few
         g.auth_method = method
 
 
@@ -148,11 +149,6 @@ def auth_method_tried(headers, length: int | None, body: Callable[[], bytes]) ->
     if not methods:
         return "none"
     return methods[0] if len(methods) == 1 else "multiple"
-
-
-def outcome_of(response: Response) -> str:
-    """success, rate_limited, error or the RFC 6749 error code of an OAuth response."""
-    return outcome(response.status_code, lambda: response_json(response))
 
 
 def outcome(status: int, json_body: Callable[[], object]) -> str:

@@ -13,6 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.http.metrics import OAUTH_ENDPOINTS
 from tests.conftest import basic_auth, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,12 @@ def test_token_outcomes_by_auth_method(client, factory):
     assert delta("invalid_client", "client_secret_basic") == 1
     assert delta("invalid_scope", "client_secret_basic") == 1
     assert delta("unsupported_grant_type", "client_secret_basic") == 1
+
+
+def test_every_counted_oauth_endpoint_exists(app):
+    """Each endpoint name OAUTH_ENDPOINTS counts names a registered view."""
+    assert set(OAUTH_ENDPOINTS) <= set(app.view_functions)
+    assert sorted(OAUTH_ENDPOINTS.values()) == ["introspect", "revoke", "token"]
 
 
 def test_latency_histogram_per_endpoint(client, factory):
