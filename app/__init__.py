@@ -5,32 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
 from app.settings import EXTENSION_KEY, build_settings, flask_config
-
-
-class _Flask(Flask):
-    """Flask that decides once per function whether it is async."""
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        # Flask asks inspect for every hook and view on every request (a
-        # dozen calls per token request); the answer never changes.
-        # Bounded: per-request callables (after_this_request) must not pile up.
-        cache = self.__dict__.setdefault("_ensure_sync_cache", {})
-        try:
-            return cache[func]
-        except KeyError:
-            result = super().ensure_sync(func)
-            if len(cache) < 512:
-                cache[func] = result
-            return result
-        except TypeError:  # an unhashable callable: ask every time
-            return super().ensure_sync(func)
 
 
 def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
@@ -41,7 +22,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     """
     overrides = _overrides(config)
     settings = build_settings(overrides)
-    app = _Flask(__name__, instance_relative_config=False)
+    app = Flask(__name__, instance_relative_config=False)
     app.config.update(flask_config(settings, overrides))
     _prepare_database_url(app)
 
