@@ -27,9 +27,10 @@ bp = Blueprint(
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, opened only under /console.
 
-    Every other path (the token endpoint above all) gets Flask's null session:
-    no serializer is built and no cookie is read or written for it, since
-    only the console uses the session and its cookie is scoped to /console.
+    Every other path gets Flask's null session: no serializer is built and
+    no cookie is read or written for it, since only the console uses the
+    session and its cookie is scoped to /console. That saves about 20 µs of
+    CPU on every request Flask dispatches (docs/performance.md).
     """
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
