@@ -119,7 +119,8 @@ def _access_record(fields: dict) -> logging.LogRecord:
     thread = threading.current_thread()
     attrs["created"] = now
     attrs["msecs"] = (now - int(now)) * 1000
-    attrs["relativeCreated"] = (now - logging._startTime) * 1000  # noqa: SLF001
+    start = logging._startTime  # type: ignore[attr-defined]  # noqa: SLF001
+    attrs["relativeCreated"] = (now - start) * 1000
     attrs["thread"] = thread.ident
     attrs["threadName"] = thread.name
     attrs["process"] = os.getpid()  # a forked worker has its own

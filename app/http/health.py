@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness and readiness (contract 3)."""
+"""Operational endpoints: liveness and readiness (docs/api.md)."""
 
 from __future__ import annotations
 

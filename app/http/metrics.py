@@ -90,9 +90,10 @@ REQUEST_LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-#: One per request refused by the failed-authentication rate limit (contract
-#: 3): counted here from every 429 response (the limiter is the only source
-#: of 429s), so the limiter itself must not increment it.
+#: One per request refused by the failed-authentication rate limit
+#: (docs/operations.md, Metrics): counted here from every 429 response (the
+#: limiter is the only source of 429s), so the limiter itself must not
+#: increment it.
 RATE_LIMITED = Counter(
     "ccserver_rate_limit_rejections",
     "Requests answered 429 by the failed-authentication rate limit.",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Request, current_app, g, request
 from flask import Response as FlaskResponse
 
 from app.extensions import db
@@ -83,7 +83,7 @@ class Pipeline:
         app.teardown_request(teardown)
 
     def flask_before_request(self) -> None:
-        view = FlaskRequestView(request._get_current_object())  # noqa: SLF001
+        view = FlaskRequestView(_flask_request())
         setattr(g._get_current_object(), _VIEW, view)  # noqa: SLF001
         self.before(view)
 
@@ -97,12 +97,17 @@ class Pipeline:
 
 def _current_view() -> RequestView:
     """The view `before` made for this request (or the fast path did); a fresh one if none ran."""
-    flask_request = request._get_current_object()  # noqa: SLF001
+    flask_request = _flask_request()
     view = g.get(_VIEW)
     # An app context a test keeps open spans several requests: check it is this one's.
     if view is None or view.environ is not flask_request.environ:
         view = FlaskRequestView(flask_request)
     return view
+
+
+def _flask_request() -> Request:
+    """The request behind Flask's proxy: the view reads several of its attributes."""
+    return request._get_current_object()  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 def attach(ctx_g: Any, view: RequestView) -> None:
