@@ -2,41 +2,31 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from flask import g, request
+from flask import g
 
 from app.api import bp
+from app.api import schemas as s
 from app.api.auth import require_scope
-from app.api.pagination import (
-    account_from_query,
-    check_query_args,
-    decode_cursor,
-    page_response,
-    parse_limit,
-)
-from app.api.schemas import audit_event_to_dict
-from app.errors import BadRequest
-from app.extensions import db
-from app.models import AuditEvent
-
-LISTING = "audit-events"
+from app.api.pagination import decode_cursor, listing_account, page_response
+from app.audit import events
 
 
 @bp.get("/audit-events")
 @require_scope("audit:read")
-def list_audit_events():
-    """Audit events of the caller's account (system admins: every account), newest first."""
-    caller = g.caller
-    check_query_args(("limit", "cursor", "account_id"))
-    limit = parse_limit()
-    account = account_from_query(caller)
-    query = sa.select(AuditEvent)
-    if account is not None:
-        query = query.where(AuditEvent.account_id == account)
-    if "cursor" in request.args:
-        position = decode_cursor(LISTING, request.args["cursor"])
-        if len(position) != 1 or type(position[0]) is not int:
-            raise BadRequest("The cursor is invalid.", code="invalid_cursor")
-        query = query.where(AuditEvent.id < position[0])
-    rows = list(db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit + 1)))
-    return page_response(LISTING, rows, limit, lambda e: [e.id], audit_event_to_dict)
+@s.operation(
+    "listAuditEvents",
+    tag="audit",
+    response=s.AuditPage,
+    query=s.AuditQuery,
+    description="A page of events.",
+    headers=("Link",),
+)
+def list_audit_events(query: dict):
+    """The audit log of the caller's account (system admins: every account), newest first."""
+    limit = query.get("limit", s.DEFAULT_LIMIT)
+    account = listing_account(g.caller, query.get("account_id"))
+    before = None
+    if "cursor" in query:
+        before = events.position_before(decode_cursor(events.AUDIT_LISTING, query["cursor"]))
+    rows = events.list_events(account, before=before, limit=limit + 1)
+    return page_response(events.AUDIT_LISTING, rows, limit, lambda e: [e.id], s.AuditPage)

@@ -119,6 +119,7 @@ def require_scope(scope: str) -> Callable:
             g.caller = caller
             return view(*args, **kwargs)
 
+        wrapper.required_scope = scope  # type: ignore[attr-defined]  # for the OpenAPI document
         return wrapper
 
     return decorator

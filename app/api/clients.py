@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+from typing import Any
 
 from flask import g, jsonify, request, url_for
 
 from app.api import bp
+from app.api import schemas as s
 from app.api.auth import require_scope
-from app.api.pagination import (
-    account_from_query,
-    check_query_args,
-    decode_cursor,
-    page_response,
-    parse_limit,
-)
-from app.api.schemas import CONTROL_RE, client_etag, client_to_dict, json_body, validate_client
+from app.api.pagination import decode_cursor, listing_account, page_response
 from app.clients import policy, service
-from app.errors import BadRequest, PreconditionFailed, ValidationError
+from app.errors import PreconditionFailed
 from app.extensions import db
-from app.models import CLIENT_TYPES, Client
+from app.models import Client
 from app.runtime import runtime
 
-LISTING = "clients"
-_MICROSECOND = timedelta(microseconds=1)
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+def client_etag(client: Client) -> str:
+    """The strong ETag value (unquoted) of a client: changes with every version."""
+    return hashlib.sha256(f"{client.id}:{client.version}".encode()).hexdigest()[:32]
 
 
-def _client_response(client: Client, status: int = 200, extra: dict | None = None):
-    response = jsonify({**client_to_dict(client), **(extra or {})})
+def _client_response(client: Client, status: int = 200, **extra: Any):
+    response = jsonify(s.dump(s.NewClient if extra else s.Client, client, **extra))
     response.status_code = status
     response.set_etag(client_etag(client))
     return response
@@ -54,11 +49,20 @@ def _locked_for_update(client_id: str) -> Client:
 
 @bp.post("/clients")
 @require_scope("clients:write")
-def create_client():
-    """Create a client and its first secret (shown once)."""
+@s.operation(
+    "createClient",
+    tag="clients",
+    status=201,
+    response=s.NewClient,
+    body=s.ClientCreate,
+    description="Created.",
+    headers=("Location", "ETag"),
+    errors=(409,),
+)
+def create_client(body: dict):
+    """Create a client; its first secret is shown once."""
     caller = g.caller
-    body = json_body()
-    values, account_id = validate_client(
+    values, account_id = s.client_values(
         body,
         "create",
         account_id=caller.account_id,
@@ -69,94 +73,89 @@ def create_client():
         account_id, values, caller.client_id, runtime().pepper
     )
     db.session.commit()
-    response = _client_response(client, 201, {"client_secret": plaintext, "secret_id": secret.id})
+    response = _client_response(client, 201, client_secret=plaintext, secret_id=secret.id)
     response.headers["Location"] = url_for("api.get_client", client_id=client.id)
     return response
 
 
 @bp.get("/clients")
 @require_scope("clients:read")
-def list_clients():
+@s.operation(
+    "listClients",
+    tag="clients",
+    response=s.ClientPage,
+    query=s.ClientQuery,
+    description="A page of clients.",
+    headers=("Link",),
+)
+def list_clients(query: dict):
     """List clients in creation order, a keyset page at a time."""
-    caller = g.caller
-    check_query_args(("limit", "cursor", "tag", "client_type", "name_prefix", "account_id"))
-    limit = parse_limit()
-    args = request.args
-    errors = []
-    tag = args.get("tag")
-    if tag is not None and (not 1 <= len(tag) <= 64 or CONTROL_RE.search(tag)):
-        # Stored tags never hold control characters (and PostgreSQL JSONB no NUL).
-        errors.append({"field": "tag", "message": "must be 1 to 64 characters, no control"})
-    client_type = args.get("client_type")
-    if client_type is not None and client_type not in CLIENT_TYPES:
-        errors.append({"field": "client_type", "message": 'must be "standard" or "admin"'})
-    name_prefix = args.get("name_prefix")
-    if name_prefix is not None and not _valid_prefix(name_prefix):
-        errors.append({"field": "name_prefix", "message": "must be 1 to 63 of [a-z0-9_-]"})
-    if errors:
-        raise ValidationError(errors, "The query string is invalid.")
-    account = account_from_query(caller)
+    limit = query.get("limit", s.DEFAULT_LIMIT)
+    account = listing_account(g.caller, query.get("account_id"))
     after = None
-    if "cursor" in args:
-        after = _position(decode_cursor(LISTING, args["cursor"]))
+    if "cursor" in query:
+        after = service.position_after(decode_cursor(service.CLIENT_LISTING, query["cursor"]))
     rows = service.list_clients(
         account,
         after=after,
         limit=limit + 1,
-        tag=tag,
-        client_type=client_type,
-        name_prefix=name_prefix,
+        tag=query.get("tag"),
+        client_type=query.get("client_type"),
+        name_prefix=query.get("name_prefix"),
     )
-    return page_response(LISTING, rows, limit, _cursor_position, client_to_dict)
-
-
-def _valid_prefix(prefix: str) -> bool:
-    return 1 <= len(prefix) <= 63 and all(c in _NAME_CHARS for c in prefix)
-
-
-def _cursor_position(client: Client) -> list:
-    created = client.created_at.astimezone(UTC)
-    micros = (created - _EPOCH) // _MICROSECOND
-    return [micros, client.id]
-
-
-def _position(position: list) -> tuple[datetime, str]:
-    try:
-        micros, client_id = position
-        if not isinstance(micros, int) or not isinstance(client_id, str):
-            raise TypeError
-        created = _EPOCH + micros * _MICROSECOND
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadRequest("The cursor is invalid.", code="invalid_cursor") from exc
-    return created, client_id
+    return page_response(service.CLIENT_LISTING, rows, limit, service.client_position, s.ClientPage)
 
 
 @bp.get("/clients/<client_id>")
 @require_scope("clients:read")
+@s.operation(
+    "getClient", tag="clients", response=s.Client, description="The client.", headers=("ETag",)
+)
 def get_client(client_id: str):
     """One client of the caller's account (404 for another account's)."""
     client = service.get_client(g.caller.account_filter(), client_id)
     return _client_response(client)
 
 
+# JSON Merge Patch (RFC 7396) is what a PATCH of plain fields is.
 @bp.patch("/clients/<client_id>")
 @require_scope("clients:write")
-def update_client(client_id: str):
+@s.operation(
+    "patchClient",
+    tag="clients",
+    response=s.Client,
+    body=s.ClientPatch,
+    body_types=("application/json", "application/merge-patch+json"),
+    description="The changed client.",
+    headers=("ETag",),
+    errors=(409,),
+    if_match=True,
+)
+def update_client(client_id: str, body: dict):
     """Change the fields sent; a locked client accepts only {"locked": false}."""
-    return _write_client(client_id, "update")
+    return _write_client(client_id, "update", body)
 
 
 @bp.put("/clients/<client_id>")
 @require_scope("clients:write")
-def replace_client(client_id: str):
+@s.operation(
+    "replaceClient",
+    tag="clients",
+    response=s.Client,
+    body=s.ClientPut,
+    description="The replaced client.",
+    headers=("ETag",),
+    errors=(409,),
+    if_match=True,
+)
+def replace_client(client_id: str, body: dict):
     """Replace every mutable field; omitted optional fields take their defaults."""
-    return _write_client(client_id, "replace")
+    return _write_client(client_id, "replace", body)
 
 
-def _write_client(client_id: str, mode: str):
+def _write_client(client_id: str, mode: str, body: dict):
     client = _locked_for_update(client_id)
-    body = json_body()
-    values, _ = validate_client(
+    values, _ = s.client_values(
         body, mode, current=client, account_id=client.account_id, grantable=g.caller.scopes
     )
     _check_if_match(client)
@@ -171,8 +170,9 @@ def _write_client(client_id: str, mode: str):
 
 @bp.delete("/clients/<client_id>")
 @require_scope("clients:write")
+@s.operation("deleteClient", tag="clients", status=204, errors=(409,), if_match=True)
 def delete_client(client_id: str):
-    """Delete a client with its secrets and keys."""
+    """Delete a client; its secrets, keys and tokens stop working."""
     client = _locked_for_update(client_id)
     _check_if_match(client)
     policy.ensure_unlocked(client)

@@ -1,4 +1,4 @@
-"""Keyset pagination: opaque signed cursors, `limit` parsing and the `Link` header.
+"""Keyset pagination: opaque signed cursors, the listed account and the `Link` header.
 
 A cursor is base64url(JSON position) "." base64url(HMAC-SHA-256 tag) under the
 app's SECRET_KEY and the listing's name, so a client cannot forge a position,
@@ -14,18 +14,14 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import current_app, jsonify, request
+from pydantic import BaseModel
 
+from app.api.schemas import MAX_CURSOR_LENGTH, dump
 from app.errors import BadRequest, ValidationError
-
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 1000
-MAX_CURSOR_LENGTH = 512
-_DIGITS = re.compile(r"^[0-9]{1,7}$")
 
 
 def _b64encode(data: bytes) -> str:
@@ -69,55 +65,21 @@ def decode_cursor(listing: str, cursor: str) -> list[Any]:
     return position
 
 
-def parse_limit() -> int:
-    """`limit` from the query string: 1..1000, default 20.
-
-    :raise ValidationError: 400 for anything else.
-    """
-    raw = request.args.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValidationError(
-            [{"field": "limit", "message": f"must be an integer from 1 to {MAX_LIMIT}"}],
-            "The query string is invalid.",
-        )
-    return int(raw)
-
-
-def check_query_args(allowed: tuple[str, ...]) -> None:
-    """Reject unknown or repeated query parameters, so a typo is not a silent no-op.
-
-    :raise ValidationError: 400 naming each offending parameter.
-    """
-    errors = []
-    for name in request.args:
-        if name not in allowed:
-            errors.append({"field": name, "message": "is not a known query parameter"})
-        elif len(request.args.getlist(name)) > 1:
-            errors.append({"field": name, "message": "must be given at most once"})
-    if errors:
-        raise ValidationError(errors, "The query string is invalid.")
-
-
-def account_from_query(caller: Any) -> str | None:
+def listing_account(caller: Any, requested: str | None) -> str | None:
     """The account a listing covers: the caller's, or `account_id` for system admins.
 
     An account admin may name only its own account (a no-op); naming another
     is a 400 rather than a silent answer about its own clients.
 
-    :raise ValidationError: 400 for a malformed or forbidden `account_id`.
+    :raise ValidationError: 400 for a forbidden `account_id`.
     """
-    from app.api.schemas import validate_account_id
-
-    requested = request.args.get("account_id")
     if requested is None:
         return caller.account_filter()
-    errors = validate_account_id(requested)
-    if not errors and not caller.is_system and requested != caller.account_id:
-        errors = [{"field": "account_id", "message": "only system admins may filter by account"}]
-    if errors:
-        raise ValidationError(errors, "The query string is invalid.")
+    if not caller.is_system and requested != caller.account_id:
+        raise ValidationError(
+            [{"field": "account_id", "message": "only system admins may filter by account"}],
+            "The query string is invalid.",
+        )
     return requested
 
 
@@ -128,12 +90,12 @@ def next_link(next_cursor: str) -> str:
     return f'<{request.base_url}?{urlencode(args)}>; rel="next"'
 
 
-def page_response(listing: str, items: list[Any], limit: int, position_of, serialize):
-    """The `{data, next_cursor}` body and headers for a page fetched with limit + 1 rows."""
+def page_response(listing: str, items: list[Any], limit: int, position_of, page: type[BaseModel]):
+    """The `{data, next_cursor}` body (a `page` schema) and headers for limit + 1 rows."""
     has_more = len(items) > limit
     items = items[:limit]
     cursor = encode_cursor(listing, position_of(items[-1])) if has_more and items else None
-    response = jsonify({"data": [serialize(item) for item in items], "next_cursor": cursor})
+    response = jsonify(dump(page, {"data": items, "next_cursor": cursor}))
     if cursor:
         response.headers["Link"] = next_link(cursor)
     return response

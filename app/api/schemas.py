@@ -1,20 +1,48 @@
-"""Validation of management API input; the one place deciding which fields leave the server.
+"""The management API's shapes: the one source of its bodies, responses, limits and schemas.
 
-Views call `json_body()` to read a request body, `validate_client()` to turn
-it into clean column values, and `client_to_dict()` to serialize a client.
-Every problem is collected into one `ValidationError` with `errors[]`.
+Request bodies are TypedDicts that pydantic validates strictly: no coercion
+("3600" is not an integer, 1 is not true), unknown fields refused, every
+problem reported at once as `errors[{field, message}]`. A TypedDict holds only
+the fields sent, which is what a PATCH needs. Responses are models read from
+a row's attributes. `operation` ties a view to its body, query and response
+types; app/api/openapi.py turns the same types into the OpenAPI document, so
+the document describes what the views really parse and return.
+
+The console and the CLI validate through these same types.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import re
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
 from flask import request
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainSerializer,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+    with_config,
+)
+from pydantic import ValidationError as PydanticError
+from pydantic_core import PydanticCustomError, core_schema
+from typing_extensions import TypedDict
 from werkzeug.exceptions import UnsupportedMediaType
 
+from app.audit.events import AuditAction
+from app.clients import keys as client_keys
+from app.clients.hashing import SECRET_PREFIX
+from app.clients.secrets import MAX_GRACE_PERIOD, MAX_SECRET_LIFETIME
 from app.clients.service import (
     ACCOUNT_MANAGEMENT_SCOPES,
     CLIENT_DEFAULTS,
@@ -22,59 +50,540 @@ from app.clients.service import (
     SYSTEM_ACCOUNT,
 )
 from app.errors import BadRequest, ValidationError
-from app.models import CLIENT_TYPES, Client
+from app.models import KEY_STATUSES
+from app.models import Client as ClientRow
+from app.models.client import (
+    ACCOUNT_ID_MAX_LENGTH,
+    AUDIENCE_MAX_LENGTH,
+    CLIENT_TYPES,
+    DESCRIPTION_MAX_LENGTH,
+    FRIENDLY_NAME_MAX_LENGTH,
+    MAX_AUDIENCES,
+    MAX_SCOPES,
+    MAX_TAGS,
+    MAX_TTL,
+    MIN_TTL,
+    NAME_MAX_LENGTH,
+    OWNER_MAX_LENGTH,
+    SCOPE_MAX_LENGTH,
+    TAG_MAX_LENGTH,
+)
+from app.models.secret import SECRET_DESCRIPTION_MAX_LENGTH
+from app.protocol import AUTH_METHODS, SIGNING_ALGS
 from app.timeutil import isoformat
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-ACCOUNT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-SCOPE_TOKEN_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
-# Tags and audiences are free text, but never control characters.
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-MAX_TAGS = 20
-MAX_TAG_LENGTH = 64
-MAX_SCOPES = 100
-MAX_AUDIENCES = 20
-MAX_AUDIENCE_LENGTH = 1024
-MIN_TTL, MAX_TTL = 60, 86400
-
-READ_ONLY_CLIENT_FIELDS = ("id", "account_id", "created_at", "updated_at")
-MUTABLE_CLIENT_FIELDS = (
-    "name",
-    "friendly_name",
-    "description",
-    "tags",
-    "client_type",
-    "owner",
-    "scopes",
-    "audiences",
-    "access_token_ttl",
-    "locked",
-    "disabled",
-)
-JSON_MIMETYPES = ("application/json", "application/merge-patch+json")
-
+T = TypeVar("T")
 Errors = list[dict[str, str]]
 
+# --- Field types -------------------------------------------------------------------------------
 
-def _error(field: str, message: str) -> dict[str, str]:
-    return {"field": field, "message": message}
+NAME_PATTERN = rf"^[a-z0-9][a-z0-9_-]{{0,{NAME_MAX_LENGTH - 1}}}$"
+ACCOUNT_PATTERN = rf"^[a-z0-9][a-z0-9_-]{{0,{ACCOUNT_ID_MAX_LENGTH - 1}}}$"
+NAME_PREFIX_PATTERN = rf"^[a-z0-9_-]{{1,{NAME_MAX_LENGTH}}}$"
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+SCOPE_TOKEN_PATTERN = rf"^[\x21\x23-\x5b\x5d-\x7e]{{1,{SCOPE_MAX_LENGTH}}}$"
+# Free text, but never control characters (PostgreSQL JSONB refuses NUL outright).
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+# An audience goes into the space-separated `aud` request parameter: no spaces either.
+AUDIENCE_PATTERN = r"^[^\x00-\x20\x7f]*$"
+# RFC 3339 UTC with a Z suffix, as every time this API writes.
+TIME_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
+}
+MAX_LIMIT, DEFAULT_LIMIT = 1000, 20
+MAX_CURSOR_LENGTH = 512
 
 
-def validate_name(value: object, field: str = "name") -> Errors:
-    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-        return [_error(field, "must match ^[a-z0-9][a-z0-9_-]{0,62}$")]
-    return []
+@dataclass(frozen=True)
+class OneOf:
+    """A string that must be one of `values`: an `enum` in the document."""
+
+    values: tuple[str, ...]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.literal_schema(list(self.values))
 
 
-def validate_account_id(value: object, field: str = "account_id") -> Errors:
-    if not isinstance(value, str) or not ACCOUNT_RE.fullmatch(value):
-        return [_error(field, "must match ^[a-z0-9][a-z0-9_-]{0,63}$")]
-    return []
+def _no_repeats(items: list[T]) -> list[T]:
+    if len(set(items)) != len(items):
+        raise PydanticCustomError("unique_items", "must not repeat an item")
+    return items
 
 
-# --- request bodies --------------------------------------------------------------------------
+def _unique(most: int) -> Any:
+    """Metadata of an array of at most `most` distinct items."""
+    return Field(max_length=most, json_schema_extra={"uniqueItems": True})
+
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+AccountId = Annotated[str, StringConstraints(pattern=ACCOUNT_PATTERN)]
+FriendlyName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=FRIENDLY_NAME_MAX_LENGTH, pattern=NO_CONTROL_PATTERN
+    ),
+    Field(description="Defaults to name."),
+]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH)] | None
+Owner = (
+    Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=OWNER_MAX_LENGTH, pattern=NO_CONTROL_PATTERN),
+    ]
+    | None
+)
+Tag = Annotated[
+    str, StringConstraints(min_length=1, max_length=TAG_MAX_LENGTH, pattern=NO_CONTROL_PATTERN)
+]
+Scope = Annotated[str, StringConstraints(pattern=SCOPE_TOKEN_PATTERN)]
+Audience = Annotated[
+    str, StringConstraints(min_length=1, max_length=AUDIENCE_MAX_LENGTH, pattern=AUDIENCE_PATTERN)
+]
+ClientType = Annotated[str, OneOf(CLIENT_TYPES)]
+Tags = Annotated[list[Tag], _unique(MAX_TAGS), AfterValidator(_no_repeats)]
+Scopes = Annotated[
+    list[Scope],
+    _unique(MAX_SCOPES),
+    AfterValidator(_no_repeats),
+    Field(description="Management scopes only for admin clients (keys:* only in system)."),
+]
+Audiences = Annotated[list[Audience], _unique(MAX_AUDIENCES), AfterValidator(_no_repeats)]
+Ttl = Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL)]
+Time = Annotated[datetime, PlainSerializer(isoformat, return_type=str), WithJsonSchema(TIME_SCHEMA)]
+ReadOnly = Field(json_schema_extra={"readOnly": True})
+STRICT = ConfigDict(strict=True, extra="forbid")
+
+# --- Request bodies ----------------------------------------------------------------------------
+
+
+@with_config(STRICT)
+class _ClientName(TypedDict):
+    name: Name
+
+
+@with_config(STRICT)
+class _OptionalClientName(TypedDict, total=False):
+    name: Name
+
+
+@with_config(STRICT)
+class _ClientFields(TypedDict, total=False):
+    friendly_name: FriendlyName
+    description: Description
+    tags: Tags
+    client_type: ClientType
+    owner: Owner
+    scopes: Scopes
+    audiences: Audiences
+    access_token_ttl: Ttl
+    locked: bool
+    disabled: bool
+
+
+@with_config(STRICT)
+class ClientPatch(_OptionalClientName, _ClientFields):
+    """Only the fields sent change."""
+
+
+@with_config(STRICT)
+class ClientPut(_ClientName, _ClientFields):
+    """Every mutable field; an omitted optional field is reset to its default."""
+
+
+@with_config(STRICT)
+class ClientCreate(ClientPut, total=False):
+    account_id: Annotated[
+        AccountId, Field(description="System admins only; others create in their own account.")
+    ]
+
+
+@with_config(STRICT)
+class SecretCreate(TypedDict, total=False):
+    description: Annotated[str, StringConstraints(max_length=SECRET_DESCRIPTION_MAX_LENGTH)] | None
+    expires_in: (
+        Annotated[
+            int,
+            Field(
+                ge=60,
+                le=MAX_SECRET_LIFETIME,
+                description="Seconds until the secret expires; omitted or null: never.",
+            ),
+        ]
+        | None
+    )
+
+
+@with_config(STRICT)
+class SecretRotate(TypedDict, total=False):
+    grace_period: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_GRACE_PERIOD,
+            description="Seconds the other active secrets keep working.",
+            json_schema_extra={"default": 0},
+        ),
+    ]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class PublicJWK(TypedDict):
+    """A public JWK (RFC 7517); the key service decides which keys it accepts."""
+
+    kty: str
+    kid: NotRequired[str]
+
+
+@with_config(STRICT)
+class KeyCreate(TypedDict, total=False):
+    """With public_jwk: register it. Empty: the server makes an Ed25519 pair."""
+
+    public_jwk: PublicJWK
+    expires_in: (
+        Annotated[int, Field(ge=client_keys.MIN_EXPIRES_IN, le=client_keys.MAX_EXPIRES_IN)] | None
+    )
+
+
+@with_config(STRICT)
+class SigningKeyRotate(TypedDict):
+    """No fields; the body may be empty."""
+
+
+#: The fields a client body may set, and those only the server writes.
+MUTABLE_CLIENT_FIELDS: tuple[str, ...] = tuple(ClientPatch.__annotations__)
+READ_ONLY_CLIENT_FIELDS = ("id", "account_id", "created_at", "updated_at")
+#: Fields a body may not set because the server writes them (named so in errors[]).
+READ_ONLY: dict[Any, tuple[str, ...]] = {
+    ClientCreate: READ_ONLY_CLIENT_FIELDS,
+    ClientPut: READ_ONLY_CLIENT_FIELDS,
+    ClientPatch: READ_ONLY_CLIENT_FIELDS,
+}
+
+# --- Query strings -----------------------------------------------------------------------------
+
+
+def _limit(raw: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise PydanticCustomError(
+            "limit", "must be an integer from 1 to {most}", {"most": MAX_LIMIT}
+        )
+    return int(raw)
+
+
+Limit = Annotated[
+    str,
+    AfterValidator(_limit),
+    WithJsonSchema(
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
+    ),
+    Field(description="Page size."),
+]
+# decode_cursor enforces the length, so that any bad cursor is one invalid_cursor.
+Cursor = Annotated[
+    str,
+    Field(
+        description="next_cursor of the previous page.",
+        json_schema_extra={"maxLength": MAX_CURSOR_LENGTH},
+    ),
+]
+
+
+@with_config(STRICT)
+class AuditQuery(TypedDict, total=False):
+    limit: Limit
+    cursor: Cursor
+    account_id: Annotated[AccountId, Field(description="System admins only: one account's.")]
+
+
+@with_config(STRICT)
+class ClientQuery(AuditQuery, total=False):
+    tag: Annotated[Tag, Field(description="Only clients with this tag.")]
+    client_type: Annotated[ClientType, Field(description="Only this type.")]
+    name_prefix: Annotated[
+        str,
+        StringConstraints(pattern=NAME_PREFIX_PATTERN),
+        Field(description="Names starting with this."),
+    ]
+
+
+# --- Responses ---------------------------------------------------------------------------------
+
+NewSecretValue = Annotated[
+    str,
+    Field(
+        pattern=f"^{SECRET_PREFIX}[A-Za-z0-9_-]{{43,}}$",
+        description="The plaintext secret; shown in this response only.",
+    ),
+]
+ROWS = ConfigDict(from_attributes=True, extra="forbid")
+
+
+class Client(BaseModel):
+    """A client as the API shows it; never secrets or their hashes."""
+
+    model_config = ROWS
+
+    id: Annotated[str, ReadOnly]
+    account_id: Annotated[str, ReadOnly]
+    name: Name
+    friendly_name: FriendlyName
+    description: Description
+    tags: Tags
+    client_type: ClientType
+    owner: Owner
+    scopes: Scopes
+    audiences: Audiences
+    access_token_ttl: Ttl
+    locked: bool
+    disabled: bool
+    created_at: Annotated[Time, ReadOnly]
+    updated_at: Annotated[Time, ReadOnly]
+
+
+class NewClient(Client):
+    """A new client with its first secret, shown this once."""
+
+    client_secret: NewSecretValue
+    secret_id: str
+
+
+class ClientPage(BaseModel):
+    model_config = ROWS
+
+    data: list[Client]
+    next_cursor: Annotated[str | None, Field(description="Opaque; null on the last page.")]
+
+
+class Secret(BaseModel):
+    """A secret's metadata: never the secret or its hash."""
+
+    model_config = ROWS
+
+    id: str
+    description: str | None
+    hint: Annotated[str, Field(min_length=4, max_length=4, description="Last 4 characters.")]
+    created_at: Time
+    expires_at: Annotated[Time | None, Field(description="null: never expires.")]
+    last_used_at: Annotated[
+        Time | None,
+        Field(
+            description="Last successful authentication, written at most every "
+            "LAST_USED_RESOLUTION seconds (default 60)."
+        ),
+    ]
+
+
+class NewSecret(Secret):
+    secret: NewSecretValue
+
+
+class SecretList(BaseModel):
+    model_config = ROWS
+
+    data: list[Secret]
+
+
+class Key(BaseModel):
+    """A client's public key for private_key_jwt."""
+
+    model_config = ROWS
+
+    kid: str
+    alg: Annotated[str, OneOf(SIGNING_ALGS)]
+    public_jwk: PublicJWK
+    created_at: Time
+    expires_at: Time | None
+    last_used_at: Time | None
+
+
+class NewKey(Key):
+    """A new key; the private half only when the server made the pair, shown this once."""
+
+    private_jwk: Annotated[
+        dict[str, Any], Field(description="Only when the server made the key pair.")
+    ] = Field(default=None, exclude_if=lambda v: v is None)
+    private_key_pem: Annotated[str, Field(description="Shown this once.")] = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+
+
+class KeyList(BaseModel):
+    model_config = ROWS
+
+    data: list[Key]
+
+
+class SigningKey(BaseModel):
+    """A server signing key: status and times, never key material."""
+
+    model_config = ROWS
+
+    kid: str
+    alg: Annotated[str, OneOf(SIGNING_ALGS)]
+    status: Annotated[str, OneOf(KEY_STATUSES)]
+    created_at: Time
+    activated_at: Time | None
+    retires_at: Time | None
+
+
+class SigningKeyList(BaseModel):
+    model_config = ROWS
+
+    data: list[SigningKey]
+
+
+class AuditEvent(BaseModel):
+    model_config = ROWS
+
+    id: int
+    at: Time
+    actor: Annotated[str, Field(description="Acting client id, or cli.")]
+    action: AuditAction
+    target: str
+    account_id: str
+
+
+class AuditPage(BaseModel):
+    model_config = ROWS
+
+    data: list[AuditEvent]
+    next_cursor: Annotated[str | None, Field(description="Opaque; null on the last page.")]
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (rendered by app/errors.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    title: str
+    status: Annotated[int, Field(ge=400, le=599)]
+    detail: str
+    code: Annotated[str, Field(description="Machine-readable, e.g. client_locked.")]
+    errors: list[FieldError] = Field(default=None, exclude_if=lambda v: v is None)
+
+
+# Documented here, produced by the discovery and health views.
+
+
+class PublishedKey(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        # Private members must never appear (RFC 7517 §4 and §6).
+        json_schema_extra={
+            "not": {"anyOf": [{"required": [m]} for m in ("d", "p", "q", "dp", "dq", "qi")]}
+        },
+    )
+
+    kid: str
+    kty: str
+    alg: Annotated[str, OneOf(SIGNING_ALGS)]
+    use: Literal["sig"]
+
+
+class JWKS(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    keys: list[PublishedKey]
+
+
+AuthMethods = list[Annotated[str, OneOf(AUTH_METHODS)]]
+SigningAlgs = list[Annotated[str, OneOf(SIGNING_ALGS)]]
+
+
+class ServerMetadata(BaseModel):
+    """RFC 8414 authorization server metadata."""
+
+    model_config = ConfigDict(extra="allow")
+
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: AuthMethods
+    token_endpoint_auth_signing_alg_values_supported: SigningAlgs
+    introspection_endpoint: str
+    revocation_endpoint: str
+    scopes_supported: list[str]
+    response_types_supported: list[str]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+
+
+# --- Reading requests --------------------------------------------------------------------------
+
+JSON_MIMETYPES = ("application/json", "application/merge-patch+json")
+
+
+@functools.cache
+def adapter(schema: Any) -> TypeAdapter:
+    """The (cached) pydantic validator of a schema type."""
+    return TypeAdapter(schema)
+
+
+def _field(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "body"
+
+
+# Unknown and read-only fields first, then missing ones, then bad values.
+_RANK = {"extra_forbidden": 0, "missing": 1}
+
+
+def errors_of(
+    error: PydanticError, *, read_only: Iterable[str] = (), unknown: str = "is not a known field"
+) -> Errors:
+    """pydantic's errors as the API's `errors[{field, message}]`."""
+    found = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = _field(item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            message = "is read-only" if name in read_only else unknown
+        elif kind == "missing":
+            message = "is required"
+        elif kind == "string_pattern_mismatch":
+            message = f"must match {item['ctx']['pattern']}"
+        else:
+            message = item["msg"]
+        found.append((_RANK.get(kind, 2), {"field": name, "message": message}))
+    return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]
+
+
+def check(schema: Any, value: object, *, read_only: Iterable[str] = ()) -> tuple[Any, Errors]:
+    """(the valid value, []) or (None, its errors) against a schema type."""
+    try:
+        return adapter(schema).validate_python(value), []
+    except PydanticError as error:
+        return None, errors_of(error, read_only=read_only)
+
+
+def validate(
+    schema: type[T], value: object, *, read_only: Iterable[str] = (), detail: str | None = None
+) -> T:
+    """The value, valid against a schema type.
+
+    :raise ValidationError: 400 with every problem found.
+    """
+    valid, errors = check(schema, value, read_only=read_only)
+    if errors:
+        raise ValidationError(errors, detail)
+    return valid
 
 
 def _reject_constant(name: str) -> Any:
@@ -113,162 +622,169 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
     return body
 
 
-def reject_fields(
-    body: dict[str, Any], allowed: tuple[str, ...], read_only: tuple[str, ...] = ()
-) -> Errors:
-    """Errors for read-only and unknown fields of a body."""
-    errors = []
-    for field in body:
-        if field in allowed:
-            continue
-        if field in read_only:
-            errors.append(_error(field, "is read-only"))
-        else:
-            errors.append(_error(field, "is not a known field"))
-    return errors
+def query_args(schema: Any) -> dict[str, Any]:
+    """The query string, valid against a TypedDict of its parameters.
+
+    :raise ValidationError: 400 for unknown, repeated or invalid parameters.
+    """
+    args = request.args
+    repeated = [
+        {"field": name, "message": "must be given at most once"}
+        for name in args
+        if len(args.getlist(name)) > 1
+    ]
+    try:
+        valid = adapter(schema).validate_python(args.to_dict())
+        errors = repeated
+    except PydanticError as error:
+        valid = None
+        errors = errors_of(error, unknown="is not a known query parameter") + repeated
+    if errors:
+        raise ValidationError(errors, "The query string is invalid.")
+    return valid
 
 
-# --- field validators: each returns (clean value, errors) ------------------------------------
+# --- Operations ------------------------------------------------------------------------------
 
 
-def _string(
-    field: str, value: object, *, min_len: int, max_len: int, nullable: bool = False
-) -> Errors:
-    if value is None and nullable:
-        return []
-    if not isinstance(value, str):
-        return [_error(field, "must be a string" + (" or null" if nullable else ""))]
-    if not min_len <= len(value) <= max_len:
-        return [_error(field, f"must be {min_len} to {max_len} characters long")]
-    if CONTROL_RE.search(value) and field != "description":
-        return [_error(field, "must not contain control characters")]
-    return []
+@dataclass(frozen=True)
+class Operation:
+    """What the document says of one view: its body, query, success response and errors."""
+
+    operation_id: str
+    tag: str
+    status: int = 200
+    response: type[BaseModel] | None = None
+    body: Any = None
+    body_optional: bool = False
+    body_types: tuple[str, ...] = ("application/json",)
+    query: Any = None
+    headers: tuple[str, ...] = ()
+    errors: tuple[int, ...] = ()
+    if_match: bool = False
+    description: str = ""
 
 
-def _string_list(field: str, value: object, *, max_items: int, item_check) -> Errors:
-    if not isinstance(value, list):
-        return [_error(field, "must be an array of strings")]
-    if len(value) > max_items:
-        return [_error(field, f"must have at most {max_items} items")]
-    errors: Errors = []
-    for index, item in enumerate(value):
-        message = item_check(item)
-        if message:
-            errors.append(_error(f"{field}[{index}]", message))
-    if not errors and len(set(value)) != len(value):
-        errors.append(_error(field, "must not repeat an item"))
-    return errors
+def operation(operation_id: str, *, tag: str, **details: Any) -> Callable:
+    """Decorator: the view's body (passed as `body`) and query (as `query`) are validated
+    against the declared types, which are the ones the OpenAPI document shows.
+
+    Put it below `require_scope`, so that a caller without a token learns nothing
+    about the body rules.
+    """
+    op = Operation(operation_id, tag, **details)
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if op.query is not None:
+                kwargs["query"] = query_args(op.query)
+            if op.body is not None:
+                body = json_body(optional=op.body_optional)
+                kwargs["body"] = validate(op.body, body, read_only=READ_ONLY.get(op.body, ()))
+            return view(*args, **kwargs)
+
+        wrapper.operation = op  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
 
 
-def _tag_problem(item: object) -> str | None:
-    if not isinstance(item, str) or not 1 <= len(item) <= MAX_TAG_LENGTH:
-        return f"must be a string of 1 to {MAX_TAG_LENGTH} characters"
-    if CONTROL_RE.search(item):
-        return "must not contain control characters"
-    return None
+# --- Writing responses -------------------------------------------------------------------------
 
 
-def _scope_problem(item: object) -> str | None:
-    if not isinstance(item, str) or not SCOPE_TOKEN_RE.fullmatch(item):
-        return "must be an RFC 6749 scope-token (printable ASCII, no spaces, quotes or \\)"
-    return None
+class _Extended:
+    """A row's attributes with a few more beside them (a new secret's plaintext)."""
+
+    def __init__(self, row: object, extra: dict[str, Any]) -> None:
+        self._row = row
+        self._extra = extra
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._extra:
+            return self._extra[name]
+        return getattr(self._row, name)
 
 
-def _audience_problem(item: object) -> str | None:
-    if not isinstance(item, str) or not 1 <= len(item) <= MAX_AUDIENCE_LENGTH:
-        return f"must be a string of 1 to {MAX_AUDIENCE_LENGTH} characters"
-    if CONTROL_RE.search(item) or " " in item:
-        return "must not contain spaces or control characters"
-    return None
+def dump(schema: type[BaseModel], row: object, **extra: Any) -> dict[str, Any]:
+    """A row (and `extra` fields) as the response schema shows it, ready for JSON."""
+    source = _Extended(row, extra) if extra else row
+    return schema.model_validate(source).model_dump()
 
 
-def _check_field(field: str, value: object) -> Errors:
-    """Type and range checks of one mutable client field."""
-    if field == "name":
-        return validate_name(value)
-    if field == "friendly_name":
-        return _string(field, value, min_len=1, max_len=200)
-    if field == "description":
-        return _string(field, value, min_len=0, max_len=2000, nullable=True)
-    if field == "owner":
-        return _string(field, value, min_len=1, max_len=254, nullable=True)
-    if field == "tags":
-        return _string_list(field, value, max_items=MAX_TAGS, item_check=_tag_problem)
-    if field == "scopes":
-        return _string_list(field, value, max_items=MAX_SCOPES, item_check=_scope_problem)
-    if field == "audiences":
-        return _string_list(field, value, max_items=MAX_AUDIENCES, item_check=_audience_problem)
-    if field == "client_type":
-        if value not in CLIENT_TYPES:
-            return [_error(field, 'must be "standard" or "admin"')]
-        return []
-    if field == "access_token_ttl":
-        # bool is an int subclass in Python; true is not a TTL.
-        if isinstance(value, bool) or not isinstance(value, int):
-            return [_error(field, "must be an integer")]
-        if not MIN_TTL <= value <= MAX_TTL:
-            return [_error(field, f"must be between {MIN_TTL} and {MAX_TTL}")]
-        return []
-    if field in ("locked", "disabled"):
-        if not isinstance(value, bool):
-            return [_error(field, "must be true or false")]
-        return []
-    raise AssertionError(field)
+def client_to_dict(client: ClientRow) -> dict[str, Any]:
+    """A client as the API shows it; never secrets or their hashes."""
+    return dump(Client, client)
+
+
+def validate_name(value: object, field: str = "name") -> Errors:
+    """Problems of a client name (for the CLI)."""
+    _, errors = check(Name, value)
+    return [{**e, "field": field} for e in errors]
+
+
+def validate_account_id(value: object, field: str = "account_id") -> Errors:
+    """Problems of an account id (for the CLI and the listings)."""
+    _, errors = check(AccountId, value)
+    return [{**e, "field": field} for e in errors]
+
+
+# --- Client bodies: the rules that span fields ----------------------------------------------------
 
 
 def scope_rule_errors(account_id: str, client_type: str, scopes: list[str]) -> Errors:
-    """Contract 2: only admin clients hold management scopes; keys:* only in the system account."""
+    """Only admin clients hold management scopes; keys:* only in the system account."""
     management = [s for s in scopes if s in MANAGEMENT_SCOPES]
     if not management:
         return []
     if client_type != "admin":
-        return [_error("scopes", f"{management[0]!r} may only be given to admin clients")]
+        return [
+            {"field": "scopes", "message": f"{management[0]!r} may only be given to admin clients"}
+        ]
     allowed = MANAGEMENT_SCOPES if account_id == SYSTEM_ACCOUNT else ACCOUNT_MANAGEMENT_SCOPES
     for scope in management:
         if scope not in allowed:
-            return [_error("scopes", f"{scope!r} is only for clients of the system account")]
+            return [
+                {
+                    "field": "scopes",
+                    "message": f"{scope!r} is only for clients of the system account",
+                }
+            ]
     return []
 
 
-def validate_client(
+#: The body schema of each way to write a client.
+CLIENT_BODIES = {"create": ClientCreate, "replace": ClientPut, "update": ClientPatch}
+
+
+def client_values(
     body: dict[str, Any],
     mode: str,
     *,
-    current: Client | None = None,
+    current: ClientRow | None = None,
     account_id: str,
     may_set_account: bool = False,
     grantable: frozenset[str] = frozenset(MANAGEMENT_SCOPES),
 ) -> tuple[dict[str, Any], str]:
-    """Check a client body; returns (column values to set, account id).
+    """The column values and account of a valid CLIENT_BODIES[mode] body.
 
     `mode` is "create" (POST), "replace" (PUT: omitted optional fields take
     their defaults) or "update" (PATCH: only the fields sent). Rules that span
     fields are checked on the client as it would be after the change;
     `grantable` are the management scopes the caller may hand out (its own).
 
-    :raise ValidationError: 400 with every problem found.
+    :raise ValidationError: 400 for a rule the body breaks.
     """
-    allowed = MUTABLE_CLIENT_FIELDS + (("account_id",) if may_set_account else ())
-    errors = reject_fields(body, allowed, READ_ONLY_CLIENT_FIELDS)
-    if mode != "update" and "name" not in body:
-        errors.append(_error("name", "is required"))
-    for field in MUTABLE_CLIENT_FIELDS:
-        if field in body:
-            errors.extend(_check_field(field, body[field]))
-    if may_set_account and "account_id" in body:
-        errors.extend(validate_account_id(body["account_id"]))
-        if not errors:
-            account_id = body["account_id"]
-    if errors:
-        raise ValidationError(errors)
-
-    values = {f: body[f] for f in MUTABLE_CLIENT_FIELDS if f in body}
+    values = dict(body)
+    if "account_id" in values:
+        if not may_set_account:
+            raise ValidationError([{"field": "account_id", "message": "is read-only"}])
+        account_id = values.pop("account_id")
     if mode in ("create", "replace"):
         values = {**CLIENT_DEFAULTS, **values}
         values.setdefault("friendly_name", values["name"])
-        values["tags"] = list(values["tags"])
-        values["scopes"] = list(values["scopes"])
-        values["audiences"] = list(values["audiences"])
+        for name in ("tags", "scopes", "audiences"):
+            values[name] = list(values[name])  # never the shared default list
         merged = values
     else:
         assert current is not None
@@ -279,48 +795,19 @@ def validate_client(
     before = set(current.scopes or []) if current is not None and mode != "create" else set()
     for scope in set(merged["scopes"] or []) - before:
         if scope in MANAGEMENT_SCOPES and scope not in grantable and not errors:
-            errors.append(_error("scopes", f"you cannot grant {scope!r}: your token lacks it"))
+            message = f"you cannot grant {scope!r}: your token lacks it"
+            errors.append({"field": "scopes", "message": message})
     if errors:
         raise ValidationError(errors)
     return values, account_id
 
 
-# --- output ----------------------------------------------------------------------------------
+def validate_client(body: object, mode: str, **rules: Any) -> tuple[dict[str, Any], str]:
+    """client_values of a body not yet validated (the console's forms).
 
-
-def client_to_dict(client: Client) -> dict[str, Any]:
-    """A client as the API shows it; never secrets or their hashes."""
-    return {
-        "id": client.id,
-        "account_id": client.account_id,
-        "name": client.name,
-        "friendly_name": client.friendly_name,
-        "description": client.description,
-        "tags": list(client.tags or []),
-        "client_type": client.client_type,
-        "owner": client.owner,
-        "scopes": list(client.scopes or []),
-        "audiences": list(client.audiences or []),
-        "access_token_ttl": client.access_token_ttl,
-        "locked": bool(client.locked),
-        "disabled": bool(client.disabled),
-        "created_at": isoformat(client.created_at),
-        "updated_at": isoformat(client.updated_at),
-    }
-
-
-def client_etag(client: Client) -> str:
-    """The strong ETag value (unquoted) of a client: changes with every version."""
-    return hashlib.sha256(f"{client.id}:{client.version}".encode()).hexdigest()[:32]
-
-
-def audit_event_to_dict(event: Any) -> dict[str, Any]:
-    """An audit event as the API shows it."""
-    return {
-        "id": event.id,
-        "at": isoformat(event.at),
-        "actor": event.actor,
-        "action": event.action,
-        "target": event.target,
-        "account_id": event.account_id,
-    }
+    :raise ValidationError: 400 with every problem found.
+    """
+    valid, errors = check(CLIENT_BODIES[mode], body, read_only=READ_ONLY_CLIENT_FIELDS)
+    if errors:
+        raise ValidationError(errors)
+    return client_values(valid, mode, **rules)

@@ -5,59 +5,63 @@ from __future__ import annotations
 from flask import g, url_for
 
 from app.api import bp
+from app.api import schemas as s
 from app.api.auth import require_scope
-from app.api.openapi import parse_body
 from app.clients import secrets as secrets_service
 from app.clients.service import get_client
 from app.errors import NotFound
 from app.extensions import db
 from app.models import ClientSecret
 from app.runtime import runtime
-from app.timeutil import isoformat
-
-
-def secret_to_dict(secret: ClientSecret) -> dict:
-    """The fields of a secret that may leave the server: never the secret or its hash."""
-    return {
-        "id": secret.id,
-        "description": secret.description,
-        "hint": secret.hint,
-        "created_at": isoformat(secret.created_at),
-        "expires_at": isoformat(secret.expires_at),
-        "last_used_at": isoformat(secret.last_used_at),
-    }
 
 
 def _created(client_id: str, secret: ClientSecret, plaintext: str):
-    body = {**secret_to_dict(secret), "secret": plaintext}
+    body = s.dump(s.NewSecret, secret, secret=plaintext)
     location = url_for("api.get_client_secret", client_id=client_id, secret_id=secret.id)
     return body, 201, {"Location": location}
 
 
 @bp.get("/clients/<client_id>/secrets")
 @require_scope("clients:read")
+@s.operation(
+    "listClientSecrets",
+    tag="secrets",
+    response=s.SecretList,
+    description="The secrets, oldest first.",
+)
 def list_client_secrets(client_id: str):
-    """Every secret of the client, expired ones included, oldest first."""
+    """Every secret of the client, expired ones included; never the secret."""
     client = get_client(g.caller.account_filter(), client_id)
-    return {"data": [secret_to_dict(s) for s in secrets_service.list_secrets(client)]}
+    return s.dump(s.SecretList, {"data": secrets_service.list_secrets(client)})
 
 
 @bp.get("/clients/<client_id>/secrets/<secret_id>")
 @require_scope("clients:read")
+@s.operation("getClientSecret", tag="secrets", response=s.Secret, description="The secret.")
 def get_client_secret(client_id: str, secret_id: str):
-    """One secret's metadata (the target of the Location header)."""
+    """One secret's metadata (the target of the Location header); never the secret."""
     client = get_client(g.caller.account_filter(), client_id)
     for secret in secrets_service.list_secrets(client):
         if secret.id == secret_id:
-            return secret_to_dict(secret)
+            return s.dump(s.Secret, secret)
     raise NotFound("No such secret.", code="secret_not_found")
 
 
 @bp.post("/clients/<client_id>/secrets")
 @require_scope("clients:write")
-def create_client_secret(client_id: str):
-    """Add a secret; the plaintext is in this response only."""
-    body = parse_body("SecretCreate", allow_empty=True)
+@s.operation(
+    "createClientSecret",
+    tag="secrets",
+    status=201,
+    response=s.NewSecret,
+    body=s.SecretCreate,
+    body_optional=True,
+    description="Created.",
+    headers=("Location",),
+    errors=(409,),
+)
+def create_client_secret(client_id: str, body: s.SecretCreate):
+    """Add a secret (at most 5 active); the plaintext is in this response only."""
     # The row lock serializes concurrent adds so the five-active check holds.
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
     secret, plaintext = secrets_service.create_secret(
@@ -73,9 +77,19 @@ def create_client_secret(client_id: str):
 
 @bp.post("/clients/<client_id>/secrets/rotate")
 @require_scope("clients:write")
-def rotate_client_secret(client_id: str):
+@s.operation(
+    "rotateClientSecret",
+    tag="secrets",
+    status=201,
+    response=s.NewSecret,
+    body=s.SecretRotate,
+    body_optional=True,
+    description="The new secret, shown once.",
+    headers=("Location",),
+    errors=(409,),
+)
+def rotate_client_secret(client_id: str, body: s.SecretRotate):
     """New secret; every other active secret expires after grace_period seconds."""
-    body = parse_body("SecretRotate", allow_empty=True)
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
     secret, plaintext = secrets_service.rotate_secret(
         client, body.get("grace_period", 0), g.caller.client_id, runtime().pepper
@@ -86,6 +100,7 @@ def rotate_client_secret(client_id: str):
 
 @bp.delete("/clients/<client_id>/secrets/<secret_id>")
 @require_scope("clients:write")
+@s.operation("deleteClientSecret", tag="secrets", status=204, errors=(409,))
 def delete_client_secret(client_id: str, secret_id: str):
     """Delete a secret; it stops working from this response on."""
     client = get_client(g.caller.account_filter(), client_id, for_update=True)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+import sqlalchemy as sa
+
+from app.errors import BadRequest
 from app.extensions import db
 from app.models import AuditEvent
 
-ACTIONS = frozenset(
-    {
-        "client.created",
-        "client.updated",
-        "client.deleted",
-        "secret.created",
-        "secret.rotated",
-        "secret.deleted",
-        "key.created",
-        "key.deleted",
-        "signing_key.rotated",
-    }
-)
+#: Every action the trail records; the API's AuditEvent schema lists the same.
+AuditAction = Literal[
+    "client.created",
+    "client.updated",
+    "client.deleted",
+    "secret.created",
+    "secret.rotated",
+    "secret.deleted",
+    "key.created",
+    "key.deleted",
+    "signing_key.rotated",
+]
+ACTIONS: frozenset[str] = frozenset(get_args(AuditAction))
+#: Listing cursors name their listing, so one listing's cursor is refused by another.
+AUDIT_LISTING = "audit-events"
 
 
 def record(actor: str, action: str, target: str, account_id: str) -> AuditEvent:
@@ -27,3 +34,23 @@ def record(actor: str, action: str, target: str, account_id: str) -> AuditEvent:
     event = AuditEvent(actor=actor, action=action, target=target, account_id=account_id)
     db.session.add(event)
     return event
+
+
+def list_events(account_id: str | None, *, before: int | None, limit: int) -> list[AuditEvent]:
+    """Events newest first, below id `before` (None: from the newest), in one account or all."""
+    query = sa.select(AuditEvent)
+    if account_id is not None:
+        query = query.where(AuditEvent.account_id == account_id)
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    return list(db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+
+
+def position_before(position: list) -> int:
+    """The `before` argument of list_events for a cursor position ([id]).
+
+    :raise BadRequest: invalid_cursor when the position is not one.
+    """
+    if len(position) != 1 or type(position[0]) is not int:
+        raise BadRequest("The cursor is invalid.", code="invalid_cursor")
+    return position[0]

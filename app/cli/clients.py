@@ -15,6 +15,7 @@ from flask import Blueprint, Flask
 
 from app.api.schemas import client_to_dict
 from app.clients import service
+from app.clients.secrets import MAX_GRACE_PERIOD
 from app.errors import AppError
 from app.extensions import db
 from app.models import Client
@@ -25,7 +26,6 @@ clients_cli = Blueprint("clients_cli", __name__, cli_group="clients")
 secrets_cli = Blueprint("secrets_cli", __name__, cli_group="secrets")
 
 CLI_ACTOR = "cli"
-MAX_GRACE_PERIOD = 30 * 24 * 3600
 _BATCH = 500
 
 

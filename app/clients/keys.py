@@ -30,6 +30,7 @@ from app.clients.records import mark_client_changed
 from app.errors import Conflict, NotFound, ValidationError
 from app.extensions import db
 from app.models import Client, ClientKey
+from app.protocol import ALGS_BY_KTY
 from app.signing.keys import jwk_thumbprint
 from app.timeutil import utcnow
 
@@ -42,11 +43,8 @@ MIN_EXPIRES_IN = 60
 MAX_EXPIRES_IN = 10 * 365 * 86400
 # RFC 7517 §6.2.2, §6.3.2 and §6.4: members that only private keys carry.
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-RSA_ALGS = ("RS256", "PS256")
-KEY_ALGS = {"RSA": RSA_ALGS, "EC": ("ES256",), "OKP": ("EdDSA",)}
 # A kid travels in URLs (DELETE .../keys/{kid}) and JWS headers: keep it plain.
 KID_RE = re.compile(r"^[A-Za-z0-9._~:+=-]{1,64}$")
-BODY_FIELDS = frozenset({"public_jwk", "expires_in"})
 
 
 @dataclass(frozen=True)
@@ -142,7 +140,7 @@ def validate_public_jwk(jwk: object) -> tuple[dict[str, Any], str, str]:
             "must be a public key; private members are refused: " + ", ".join(private),
         )
     kty = jwk.get("kty")
-    if kty not in KEY_ALGS:
+    if kty not in ALGS_BY_KTY:
         raise _error("public_jwk.kty", "must be RSA, EC (P-256) or OKP (Ed25519)")
     use = jwk.get("use")
     if use is not None and use != "sig":
@@ -150,9 +148,9 @@ def validate_public_jwk(jwk: object) -> tuple[dict[str, Any], str, str]:
     key_ops = jwk.get("key_ops")
     if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
         raise _error("public_jwk.key_ops", 'must include "verify" when present')
-    alg = jwk.get("alg", KEY_ALGS[kty][0])
-    if alg not in KEY_ALGS[kty]:
-        allowed = " or ".join(KEY_ALGS[kty])
+    alg = jwk.get("alg", ALGS_BY_KTY[kty][0])
+    if alg not in ALGS_BY_KTY[kty]:
+        allowed = " or ".join(ALGS_BY_KTY[kty])
         raise _error("public_jwk.alg", f"must be {allowed} for a {kty} key")
     checks = {"RSA": _check_rsa, "EC": _check_ec, "OKP": _check_okp}
     public = checks[kty](jwk)
@@ -163,34 +161,6 @@ def validate_public_jwk(jwk: object) -> tuple[dict[str, Any], str, str]:
         raise _error("public_jwk.kid", "must be 1 to 64 characters of A-Z a-z 0-9 . _ ~ : + = -")
     public.update({"kid": kid, "alg": alg, "use": "sig"})
     return public, alg, kid
-
-
-def validate_key_body(body: object) -> tuple[dict[str, Any] | None, int | None]:
-    """(public_jwk or None to generate one, expires_in or None) from a POST body.
-
-    :raises ValidationError: unknown fields, or a bad public_jwk or expires_in.
-    """
-    if not isinstance(body, dict):
-        raise _error("body", "must be a JSON object")
-    errors = [
-        {"field": name, "message": "unknown field"} for name in sorted(set(body) - BODY_FIELDS)
-    ]
-    if errors:
-        raise ValidationError(errors)
-    expires_in = body.get("expires_in")
-    if expires_in is not None and (
-        isinstance(expires_in, bool)
-        or not isinstance(expires_in, int)
-        or not MIN_EXPIRES_IN <= expires_in <= MAX_EXPIRES_IN
-    ):
-        raise _error(
-            "expires_in", f"must be an integer from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN} seconds"
-        )
-    if "public_jwk" not in body:
-        return None, expires_in
-    if not isinstance(body["public_jwk"], dict):
-        raise _error("public_jwk", "must be a JSON object (a JWK); omit it to generate a key")
-    return body["public_jwk"], expires_in
 
 
 def generate_key_pair() -> tuple[dict[str, Any], GeneratedKey]:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.clients.hashing import verify_secret
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
+from app.protocol import AUTH_METHODS
 from app.state.autocommit import PostgresReader, postgres_reader
 
 
@@ -72,11 +73,7 @@ class ClientRecord(ClientMixin):
         raise NotImplementedError("use ClientStore.verify_secret")
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method in (
-            "client_secret_basic",
-            "client_secret_post",
-            "private_key_jwt",
-        )
+        return method in AUTH_METHODS
 
     def check_response_type(self, response_type: str) -> bool:
         return False

@@ -21,6 +21,10 @@ from app.models.types import new_id
 from app.timeutil import utcnow
 
 MAX_ACTIVE_SECRETS = 5
+#: The longest lifetime a new secret may be given, in seconds.
+MAX_SECRET_LIFETIME = 365 * 24 * 3600
+#: The longest a rotation lets the other secrets keep working, in seconds.
+MAX_GRACE_PERIOD = 30 * 24 * 3600
 
 
 def active_secret_count(client_id: str, now: datetime) -> int:

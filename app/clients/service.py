@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.audit import events as audit
 from app.clients.records import mark_client_changed
 from app.clients.secrets import add_secret
-from app.errors import Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
 from app.models.types import new_id
@@ -27,6 +27,10 @@ MANAGEMENT_SCOPES = (
     "audit:read",
 )
 ACCOUNT_MANAGEMENT_SCOPES = ("clients:read", "clients:write", "audit:read")
+#: Listing cursors name their listing, so one listing's cursor is refused by another.
+CLIENT_LISTING = "clients"
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 CLIENT_DEFAULTS: dict[str, Any] = {
     "description": None,
@@ -164,6 +168,27 @@ def list_clients(
         query = query.where(_has_tag(tag))
     query = query.order_by(Client.created_at, Client.id).limit(limit)
     return list(db.session.scalars(query))
+
+
+def client_position(client: Client) -> list:
+    """The keyset position of a client in the listing order, as JSON values for a cursor."""
+    micros = (client.created_at.astimezone(UTC) - _EPOCH) // _MICROSECOND
+    return [micros, client.id]
+
+
+def position_after(position: list) -> tuple[datetime, str]:
+    """The `after` argument of list_clients for a position from client_position.
+
+    :raise BadRequest: invalid_cursor when the position is not one.
+    """
+    try:
+        micros, client_id = position
+        if not isinstance(micros, int) or not isinstance(client_id, str):
+            raise TypeError
+        created = _EPOCH + micros * _MICROSECOND
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadRequest("The cursor is invalid.", code="invalid_cursor") from exc
+    return created, client_id
 
 
 def _has_tag(tag: str) -> sa.ColumnElement[bool] | sa.TextClause:

@@ -19,11 +19,9 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from app.api.clients import LISTING as CLIENTS_LISTING
-from app.api.clients import _cursor_position, _position
-from app.api.openapi import SCHEMAS, check
+from app.api import schemas
 from app.api.pagination import decode_cursor, encode_cursor
-from app.api.schemas import validate_client
+from app.audit import events as audit_events
 from app.clients import keys as key_service
 from app.clients import policy, service
 from app.clients import secrets as secrets_service
@@ -47,12 +45,10 @@ from app.runtime import runtime
 from app.timeutil import utcnow
 
 PAGE_SIZE = 25
-AUDIT_LISTING = "audit-events"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 @bp.after_request
@@ -175,20 +171,15 @@ def list_clients():
         "client_type": args.get("client_type", ""),
         "account_id": args.get("account_id", "").strip() if g.caller.is_system else "",
     }
+    # The API's query schema judges the filters; a bad one is dropped and named.
+    _, errors = schemas.check(schemas.ClientQuery, {k: v for k, v in filters.items() if v})
     problems = []
-    if filters["name_prefix"] and not (
-        len(filters["name_prefix"]) <= 63 and set(filters["name_prefix"]) <= _NAME_CHARS
-    ):
-        problems.append("Names hold only a-z, 0-9, _ and -.")
-        filters["name_prefix"] = ""
-    if len(filters["tag"]) > 64:
-        problems.append("Tags are at most 64 characters.")
-        filters["tag"] = ""
-    if filters["client_type"] not in ("", *CLIENT_TYPES):
-        filters["client_type"] = ""
+    for error in errors:
+        filters[error["field"]] = ""
+        problems.append(f"{error['field']}: {error['message']}")
     after = None
     if args.get("cursor"):
-        after = _position(decode_cursor(CLIENTS_LISTING, args["cursor"]))
+        after = service.position_after(decode_cursor(service.CLIENT_LISTING, args["cursor"]))
     account = filters["account_id"] or g.caller.account_filter()
     rows = service.list_clients(
         account,
@@ -201,7 +192,7 @@ def list_clients():
     next_url = None
     if len(rows) > PAGE_SIZE:
         rows = rows[:PAGE_SIZE]
-        cursor = encode_cursor(CLIENTS_LISTING, _cursor_position(rows[-1]))
+        cursor = encode_cursor(service.CLIENT_LISTING, service.client_position(rows[-1]))
         next_url = url_for(
             "console.list_clients", cursor=cursor, **{k: v for k, v in filters.items() if v}
         )
@@ -228,7 +219,7 @@ def create_client():
         return render_template("console/client_new.html", form=client_form(None), errors=[])
     body = client_body(request.form, creating=True, may_set_account=caller.is_system)
     try:
-        values, account_id = validate_client(
+        values, account_id = schemas.validate_client(
             body,
             "create",
             account_id=caller.account_id,
@@ -317,7 +308,7 @@ def update_client(client_id: str):
     body = client_body(request.form, creating=False, may_set_account=False)
     try:
         _check_version(client)
-        values, _ = validate_client(
+        values, _ = schemas.validate_client(
             body,
             "update",
             current=client,
@@ -412,7 +403,7 @@ def add_secret(client_id: str):
         "description": (request.form.get("description") or "").strip() or None,
         "expires_in": lifetime or None,
     }
-    errors = check(SCHEMAS["SecretCreate"], body, "")
+    _, errors = schemas.check(schemas.SecretCreate, body)
     if lifetime is None:
         errors.append({"field": "expires_in", "message": "choose one of the offered lifetimes"})
     if errors:
@@ -476,11 +467,9 @@ def add_key(client_id: str):
             raise ValidationError(
                 [{"field": "public_jwk", "message": "must be a JSON object (a public JWK)"}]
             ) from exc
-    public_jwk, expires_in = key_service.validate_key_body(body)
+    body = schemas.validate(schemas.KeyCreate, body)
     client = _client(client_id, for_update=True)
-    key, generated = key_service.add_key(
-        client, public_jwk, g.caller.client_id, expires_in=expires_in
-    )
+    key, generated = key_service.add_key(client, body.get("public_jwk"), g.caller.client_id)
     db.session.commit()
     if generated is not None:
         page = render_template(
@@ -515,21 +504,18 @@ def delete_key(client_id: str, kid: str):
 def audit_log():
     """Who changed what, newest first, paged like the API."""
     require("audit:read")
-    query = sa.select(AuditEvent)
-    account = g.caller.account_filter()
-    if account is not None:
-        query = query.where(AuditEvent.account_id == account)
     cursor = request.args.get("cursor")
+    before = None
     if cursor:
-        position = decode_cursor(AUDIT_LISTING, cursor)
-        if len(position) != 1 or type(position[0]) is not int:
-            raise BadRequest("The cursor is invalid.", code="invalid_cursor")
-        query = query.where(AuditEvent.id < position[0])
-    rows = list(db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE + 1)))
+        position = decode_cursor(audit_events.AUDIT_LISTING, cursor)
+        before = audit_events.position_before(position)
+    rows = audit_events.list_events(g.caller.account_filter(), before=before, limit=PAGE_SIZE + 1)
     next_url = None
     if len(rows) > PAGE_SIZE:
         rows = rows[:PAGE_SIZE]
-        next_url = url_for("console.audit_log", cursor=encode_cursor(AUDIT_LISTING, [rows[-1].id]))
+        next_url = url_for(
+            "console.audit_log", cursor=encode_cursor(audit_events.AUDIT_LISTING, [rows[-1].id])
+        )
     first_url = url_for("console.audit_log") if cursor else None
     return render_template(
         "console/audit.html", events=rows, next_url=next_url, first_url=first_url

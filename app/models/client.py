@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -16,28 +16,45 @@ if TYPE_CHECKING:
     from app.models.client_key import ClientKey
     from app.models.secret import ClientSecret
 
-CLIENT_TYPES = ("standard", "admin")
+ClientType = Literal["standard", "admin"]
+CLIENT_TYPES: tuple[str, ...] = get_args(ClientType)
+
+# Limits of a client's fields: the columns hold them and the API schemas
+# (app/api/schemas.py) refuse anything past them with a 400.
+ACCOUNT_ID_MAX_LENGTH = 64
+NAME_MAX_LENGTH = 63
+FRIENDLY_NAME_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 2000
+OWNER_MAX_LENGTH = 254
+MAX_TAGS, TAG_MAX_LENGTH = 20, 64
+MAX_SCOPES, SCOPE_MAX_LENGTH = 100, 128
+MAX_AUDIENCES, AUDIENCE_MAX_LENGTH = 20, 1024
+MIN_TTL, MAX_TTL = 60, 86400
 
 
 class Client(Model):
     __tablename__ = "clients"
     __table_args__ = (
         sa.UniqueConstraint("account_id", "name", name="uq_clients_account_id_name"),
-        sa.CheckConstraint("client_type IN ('standard', 'admin')", name="client_type"),
-        sa.CheckConstraint("access_token_ttl BETWEEN 60 AND 86400", name="access_token_ttl"),
+        sa.CheckConstraint(
+            "client_type IN (" + ", ".join(f"'{t}'" for t in CLIENT_TYPES) + ")", name="client_type"
+        ),
+        sa.CheckConstraint(
+            f"access_token_ttl BETWEEN {MIN_TTL} AND {MAX_TTL}", name="access_token_ttl"
+        ),
         # Keyset pagination walks (created_at, id), optionally within an account.
         sa.Index("ix_clients_created_at_id", "created_at", "id"),
         sa.Index("ix_clients_account_id_created_at_id", "account_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    account_id: Mapped[str] = mapped_column(sa.String(64))
-    name: Mapped[str] = mapped_column(sa.String(63))
-    friendly_name: Mapped[str] = mapped_column(sa.String(200))
-    description: Mapped[str | None] = mapped_column(sa.String(2000))
+    account_id: Mapped[str] = mapped_column(sa.String(ACCOUNT_ID_MAX_LENGTH))
+    name: Mapped[str] = mapped_column(sa.String(NAME_MAX_LENGTH))
+    friendly_name: Mapped[str] = mapped_column(sa.String(FRIENDLY_NAME_MAX_LENGTH))
+    description: Mapped[str | None] = mapped_column(sa.String(DESCRIPTION_MAX_LENGTH))
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     client_type: Mapped[str] = mapped_column(sa.String(16), default="standard")
-    owner: Mapped[str | None] = mapped_column(sa.String(254))
+    owner: Mapped[str | None] = mapped_column(sa.String(OWNER_MAX_LENGTH))
     scopes: Mapped[list[str]] = mapped_column(JSONType, default=list)
     audiences: Mapped[list[str]] = mapped_column(JSONType, default=list)
     access_token_ttl: Mapped[int] = mapped_column(sa.Integer, default=3600)

@@ -15,6 +15,9 @@ from app.timeutil import utcnow
 if TYPE_CHECKING:
     from app.models.client import Client
 
+#: The longest description a secret may carry (the column and the API schema).
+SECRET_DESCRIPTION_MAX_LENGTH = 200
+
 
 class ClientSecret(Model):
     __tablename__ = "client_secrets"
@@ -25,7 +28,7 @@ class ClientSecret(Model):
     )
     secret_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     hint: Mapped[str] = mapped_column(sa.String(4))
-    description: Mapped[str | None] = mapped_column(sa.String(200))
+    description: Mapped[str | None] = mapped_column(sa.String(SECRET_DESCRIPTION_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
