@@ -1,4 +1,4 @@
-"""The audit log (contract 2.5), newest first."""
+"""The audit log, newest first."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bearer-token authorization for the management API (contract 2)."""
+"""Bearer-token authorization for the management API."""
 
 from __future__ import annotations
 

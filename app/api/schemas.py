@@ -706,9 +706,14 @@ class _Extended:
         return getattr(self._row, name)
 
 
-def dump(schema: type[BaseModel], row: object, **extra: Any) -> dict[str, Any]:
-    """A row (and `extra` fields) as the response schema shows it, ready for JSON."""
-    source = _Extended(row, extra) if extra else row
+def dump(schema: type[BaseModel], source: object, **extra: Any) -> dict[str, Any]:
+    """A row, or a dict of rows, (and `extra` fields) as the response model writes it.
+
+    The model reads the row's attributes and checks them against the very
+    schema the document shows, so a response cannot leave the documented shape.
+    """
+    if extra:
+        source = _Extended(source, extra)
     return schema.model_validate(source).model_dump()
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from urllib.parse import quote, urlsplit
 
 import pytest
 from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -325,7 +327,7 @@ def test_document_and_api_agree_on_each_client_field(
     ],
 )
 def test_body_checker_agrees_with_jsonschema(document, schema, body, valid):
-    """The views' validator (pydantic over app.api.schemas) agrees with jsonschema on the document."""
+    """The views' validator (pydantic, app.api.schemas) agrees with jsonschema."""
     reference = Checker(document).validator({"$ref": f"#/components/schemas/{schema}"})
     assert reference.is_valid(body) is valid
     _, errors = client_rules.check(getattr(client_rules, schema), body)
@@ -477,3 +479,180 @@ def test_real_responses_of_every_operation_match_the_document(
             assert rec["mimetype"] == "application/problem+json", rec["url"]
         if rec["status"] >= 400 and rec["url"].startswith("/oauth2/"):
             assert rec["mimetype"] == "application/json", rec["url"]
+
+
+def test_document_passes_openapi_spec_validator(document):
+    """The generated document is valid OpenAPI 3.1 by the reference validator."""
+    validate_spec(document)
+    assert document["openapi"] == "3.1.0"
+
+
+class DocumentClient:
+    """A client generated from the document alone: operations by operationId, the
+    token from the security scheme's tokenUrl, parameters placed where the document
+    says, and every response checked against the document."""
+
+    def __init__(self, document: dict, http, checker: Checker) -> None:
+        self.http = http
+        self.checker = checker
+        self.base = urlsplit(document["servers"][0]["url"]).path.rstrip("/")
+        flows = document["components"]["securitySchemes"]["oauth2"]["flows"]
+        self.token_url = urlsplit(flows["clientCredentials"]["tokenUrl"]).path
+        self.operations = {
+            op["operationId"]: (method, path, op)
+            for path, item in document["paths"].items()
+            for method, op in item.items()
+            if method in METHODS
+        }
+        self.tokens: dict[str, str] = {}
+        self.credentials: tuple[str, str] | None = None
+
+    def _bearer(self, scopes: list[str]) -> str:
+        key = " ".join(sorted(scopes))
+        if key not in self.tokens:
+            response = self.http.post(
+                self.token_url,
+                data={"grant_type": "client_credentials", "scope": key},
+                headers=basic_auth(*self.credentials),
+            )
+            assert response.status_code == 200, response.get_json()
+            self.tokens[key] = response.get_json()["access_token"]
+        return self.tokens[key]
+
+    def call(self, operation_id: str, body=None, **arguments):
+        method, template, op = self.operations[operation_id]
+        path, query, headers = template, {}, {}
+        for parameter in op.get("parameters", []):
+            name = parameter["name"]
+            if name not in arguments:
+                assert not parameter["required"], (operation_id, name)
+                continue
+            value = arguments.pop(name)
+            if parameter["in"] == "path":
+                path = path.replace("{" + name + "}", quote(str(value), safe=""))
+            elif parameter["in"] == "query":
+                query[name] = value
+            else:
+                headers[name] = value
+        assert not arguments, f"{operation_id} has no parameters {sorted(arguments)}"
+        for requirement in op["security"]:
+            if "oauth2" in requirement:
+                headers["Authorization"] = f"Bearer {self._bearer(requirement['oauth2'])}"
+        kwargs = {}
+        if body is not None:
+            media = next(iter(op["requestBody"]["content"]))
+            kwargs = {"data": json.dumps(body), "content_type": media}
+        response = self.http.open(
+            self.base + path, method=method.upper(), query_string=query, headers=headers, **kwargs
+        )
+        record = {
+            "method": method,
+            "path": template,
+            "url": path,
+            "status": response.status_code,
+            "mimetype": response.mimetype,
+            "headers": dict(response.headers),
+            "body": response.get_data(),
+        }
+        assert self.checker.problems(record) == []
+        return response.status_code, (response.get_json() if response.is_json else None)
+
+
+def test_a_client_generated_from_the_document_works(client, factory, document):
+    """Every management operation, called as a generated client would call it."""
+    api = DocumentClient(document, client, Checker(document))
+    api.credentials = factory.admin("acme")
+    api.call("listClients")  # before anything exists: an empty page
+
+    status, made = api.call(
+        "createClient", {"name": "gen-client", "scopes": ["read"], "tags": ["gen"]}
+    )
+    assert status == 201 and made["client_secret"].startswith("ccs_")
+    cid = made["id"]
+    for i in range(3):
+        assert api.call("createClient", {"name": f"gen-{i}", "tags": ["gen"]})[0] == 201
+    status, page = api.call("listClients", tag="gen", limit=2)
+    assert status == 200 and len(page["data"]) == 2 and page["next_cursor"]
+    status, rest = api.call("listClients", tag="gen", limit=2, cursor=page["next_cursor"])
+    assert [c["name"] for c in page["data"] + rest["data"]][0] == "gen-client"
+    assert len(page["data"] + rest["data"]) == 4 and rest["next_cursor"] is None
+
+    status, shown = api.call("getClient", client_id=cid)
+    assert status == 200 and shown == {
+        k: v for k, v in made.items() if k not in ("client_secret", "secret_id")
+    }
+    status, patched = api.call("patchClient", {"owner": "ops@example.com"}, client_id=cid)
+    assert status == 200 and patched["owner"] == "ops@example.com"
+    status, replaced = api.call("replaceClient", {"name": "gen-client"}, client_id=cid)
+    assert status == 200 and replaced["owner"] is None and replaced["tags"] == []
+    assert api.call("patchClient", {"nope": 1}, client_id=cid)[0] == 400
+
+    status, secret = api.call("createClientSecret", {"description": "ci"}, client_id=cid)
+    assert status == 201
+    assert api.call("getClientSecret", client_id=cid, secret_id=secret["id"])[1]["hint"]
+    status, rotated = api.call("rotateClientSecret", {"grace_period": 60}, client_id=cid)
+    assert status == 201
+    assert len(api.call("listClientSecrets", client_id=cid)[1]["data"]) == 3
+    assert api.call("deleteClientSecret", client_id=cid, secret_id=secret["id"])[0] == 204
+
+    status, key = api.call("createClientKey", {}, client_id=cid)
+    assert status == 201 and key["private_jwk"]["d"]
+    assert [k["kid"] for k in api.call("listClientKeys", client_id=cid)[1]["data"]] == [key["kid"]]
+    assert api.call("deleteClientKey", client_id=cid, kid=key["kid"])[0] == 204
+
+    status, events = api.call("listAuditEvents", limit=3)
+    assert status == 200 and len(events["data"]) == 3 and events["next_cursor"]
+    assert api.call("deleteClient", client_id=cid)[0] == 204
+    assert api.call("getClient", client_id=cid)[0] == 404
+
+    system = DocumentClient(document, client, Checker(document))
+    system.credentials = factory.admin("system")
+    status, keys = system.call("listSigningKeys")
+    assert status == 200 and {k["status"] for k in keys["data"]} >= {"current", "next"}
+    assert system.call("rotateSigningKeys")[0] == 200
+    assert system.call("rotateSigningKeys", {"x": 1})[0] == 400
+
+
+def _types(schema: dict) -> set[str]:
+    found = {schema["type"]} if isinstance(schema.get("type"), str) else set()
+    for option in schema.get("anyOf", []):
+        found |= _types(option)
+    return found
+
+
+def test_every_body_refuses_unknown_fields_duplicate_keys_and_coercion(
+    client, factory, document, app
+):
+    """The contract's body rules hold for every operation the document gives a body."""
+    headers = {**factory.admin_headers("system"), "Content-Type": "application/json"}
+    cid, _ = factory.client("acme")
+    schemas = document["components"]["schemas"]
+    checked = 0
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if not path.startswith(API) or method not in METHODS or "requestBody" not in op:
+                continue
+            url = path.replace("{client_id}", cid)
+
+            def send(data: bytes, url=url, method=method):
+                return client.open(url, method=method.upper(), data=data, headers=headers)
+
+            unknown = send(b'{"zz_unknown": 1}')
+            assert unknown.status_code == 400, (method, path)
+            assert unknown.mimetype == "application/problem+json"
+            assert unknown.get_json()["errors"][0]["field"] == "zz_unknown", (method, path)
+            duplicate = send(b'{"zz": 1, "zz": 1}')
+            assert duplicate.status_code == 400, (method, path)
+            assert duplicate.get_json()["code"] == "invalid_json", (method, path)
+            ref = next(iter(op["requestBody"]["content"].values()))["schema"]["$ref"]
+            for name, prop in schemas[ref.rsplit("/", 1)[1]].get("properties", {}).items():
+                kinds = _types(prop)
+                for wrong in (["60"] if "integer" in kinds else []) + (
+                    [0, "false"] if "boolean" in kinds else []
+                ):
+                    response = send(json.dumps({name: wrong}).encode())
+                    assert response.status_code == 400, (method, path, name, wrong)
+                    fields = [e["field"] for e in response.get_json()["errors"]]
+                    assert name in fields, (method, path, name, wrong, fields)
+                    checked += 1
+    assert checked >= 8  # ttl, locked, disabled, expires_in (x2), grace_period
