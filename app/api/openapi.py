@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import Any, Literal
 
 from flask import Flask, current_app, jsonify
 from pydantic import BaseModel, TypeAdapter
@@ -145,7 +145,7 @@ def _name(schema_type: Any) -> str:
     return schema_type.__name__
 
 
-def _mode(schema_type: Any) -> str:
+def _mode(schema_type: Any) -> Literal["validation", "serialization"]:
     response = isinstance(schema_type, type) and issubclass(schema_type, BaseModel)
     return "serialization" if response else "validation"
 

@@ -403,8 +403,9 @@ class NewKey(Key):
 
     private_jwk: Annotated[
         dict[str, Any], Field(description="Only when the server made the key pair.")
-    ] = Field(default=None, exclude_if=lambda v: v is None)
-    private_key_pem: Annotated[str, Field(description="Shown this once.")] = Field(
+    ] = Field(default=None, exclude_if=lambda v: v is None)  # type: ignore[arg-type]
+    # Omitted when absent, never null (exclude_if), so the document types them non-null.
+    private_key_pem: Annotated[str, Field(description="Shown this once.")] = Field(  # type: ignore[assignment]
         default=None, exclude_if=lambda v: v is None
     )
 
@@ -469,7 +470,7 @@ class Problem(BaseModel):
     status: Annotated[int, Field(ge=400, le=599)]
     detail: str
     code: Annotated[str, Field(description="Machine-readable, e.g. client_locked.")]
-    errors: list[FieldError] = Field(default=None, exclude_if=lambda v: v is None)
+    errors: list[FieldError] = Field(default=None, exclude_if=lambda v: v is None)  # type: ignore[arg-type]
 
 
 # Documented here, produced by the discovery and health views.
@@ -574,8 +575,8 @@ def check(schema: Any, value: object, *, read_only: Iterable[str] = ()) -> tuple
 
 
 def validate(
-    schema: type[T], value: object, *, read_only: Iterable[str] = (), detail: str | None = None
-) -> T:
+    schema: Any, value: object, *, read_only: Iterable[str] = (), detail: str | None = None
+) -> Any:
     """The value, valid against a schema type.
 
     :raise ValidationError: 400 with every problem found.
@@ -759,7 +760,11 @@ def scope_rule_errors(account_id: str, client_type: str, scopes: list[str]) -> E
 
 
 #: The body schema of each way to write a client.
-CLIENT_BODIES = {"create": ClientCreate, "replace": ClientPut, "update": ClientPatch}
+CLIENT_BODIES: dict[str, Any] = {
+    "create": ClientCreate,
+    "replace": ClientPut,
+    "update": ClientPatch,
+}
 
 
 def client_values(

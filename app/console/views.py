@@ -399,7 +399,7 @@ def add_secret(client_id: str):
     """Add a secret with a description and lifetime."""
     require("clients:write")
     lifetime = choice(request.form, "expires_in", SECRET_LIFETIMES)
-    body = {
+    body: dict[str, Any] = {
         "description": (request.form.get("description") or "").strip() or None,
         "expires_in": lifetime or None,
     }
