@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
@@ -46,7 +46,7 @@ def list_events(account_id: str | None, *, before: int | None, limit: int) -> li
     return list(db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
 
 
-def position_before(position: list) -> int:
+def position_before(position: list[Any]) -> int:
     """The `before` argument of list_events for a cursor position ([id]).
 
     :raise BadRequest: invalid_cursor when the position is not one.

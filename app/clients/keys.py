@@ -184,14 +184,14 @@ def _audit_target(client: Client, kid: str) -> str:
 
 
 def active_key_count(client_id: str, now: datetime) -> int:
-    return db.session.scalar(
+    return db.session.execute(
         sa.select(sa.func.count())
         .select_from(ClientKey)
         .where(
             ClientKey.client_id == client_id,
             sa.or_(ClientKey.expires_at.is_(None), ClientKey.expires_at > now),
         )
-    )
+    ).scalar_one()
 
 
 def add_key(

@@ -170,13 +170,13 @@ def list_clients(
     return list(db.session.scalars(query))
 
 
-def client_position(client: Client) -> list:
+def client_position(client: Client) -> list[Any]:
     """The keyset position of a client in the listing order, as JSON values for a cursor."""
     micros = (client.created_at.astimezone(UTC) - _EPOCH) // _MICROSECOND
     return [micros, client.id]
 
 
-def position_after(position: list) -> tuple[datetime, str]:
+def position_after(position: list[Any]) -> tuple[datetime, str]:
     """The `after` argument of list_clients for a position from client_position.
 
     :raise BadRequest: invalid_cursor when the position is not one.
