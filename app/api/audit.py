@@ -1,4 +1,4 @@
-"""The audit log, newest first."""
+"""The audit log (docs/api.md §2.5), newest first."""
 
 from __future__ import annotations
 

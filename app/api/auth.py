@@ -1,4 +1,4 @@
-"""Bearer-token authorization for the management API."""
+"""Bearer-token authorization for the management API (docs/api.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clients: create, list, get, patch, put, delete."""
+"""Clients (docs/api.md §2.1): create, list, get, patch, put, delete."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Client keys for private_key_jwt: /api/v1/clients/{id}/keys."""
+"""Client keys for private_key_jwt (docs/api.md §2.3): /api/v1/clients/{id}/keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Client secrets: /api/v1/clients/{id}/secrets."""
+"""Client secrets (docs/api.md §2.2): /api/v1/clients/{id}/secrets."""
 
 from __future__ import annotations
 

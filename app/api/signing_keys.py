@@ -1,4 +1,4 @@
-"""/api/v1/signing-keys: the server's own signing keys (system account only)."""
+"""/api/v1/signing-keys: the server's own signing keys (docs/api.md §2.4, system account only)."""
 
 from __future__ import annotations
 

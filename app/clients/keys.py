@@ -1,4 +1,4 @@
-"""Client public keys for private_key_jwt.
+"""Client public keys for private_key_jwt (docs/api.md §2.3).
 
 A client registers its own public JWK, or asks the server for an Ed25519
 pair whose private half is returned once and never stored. Accepted keys:
