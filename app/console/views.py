@@ -189,16 +189,15 @@ def list_clients():
         client_type=filters["client_type"] or None,
         name_prefix=filters["name_prefix"] or None,
     )
+    kept: dict[str, Any] = {k: v for k, v in filters.items() if v}
     next_url = None
     if len(rows) > PAGE_SIZE:
         rows = rows[:PAGE_SIZE]
         cursor = encode_cursor(service.CLIENT_LISTING, service.client_position(rows[-1]))
-        next_url = url_for(
-            "console.list_clients", cursor=cursor, **{k: v for k, v in filters.items() if v}
-        )
+        next_url = url_for("console.list_clients", cursor=cursor, **kept)
     first_url = None
     if after is not None:
-        first_url = url_for("console.list_clients", **{k: v for k, v in filters.items() if v})
+        first_url = url_for("console.list_clients", **kept)
     return render_template(
         "console/clients.html",
         clients=rows,
