@@ -14,7 +14,7 @@ import jwt
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, UnauthorizedClientError
 from flask import Response, jsonify
 
-from app.api.auth import verify_access_token
+from app.oauth.rfc9068 import verify_access_token
 from app.oauth.server import AuthorizationServer, FormRequest, flask_response
 from app.runtime import runtime
 from app.state import jti as revocation
