@@ -47,7 +47,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from app.http.observer import HeaderList, RequestView, ResponseView, response_json
 from app.http.pipeline import attach, pipeline_of
 from app.oauth import views
-from app.oauth.server import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
+from app.oauth.requests import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
 
 TOKEN_PATH = "/oauth2/token"
 

@@ -1,10 +1,19 @@
 """private_key_jwt client authentication (RFC 7523 §2.2 and §3, RFC 7521 §4.2).
 
 The client sends `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
-and a `client_assertion` JWT signed with one of its registered keys
-(contract 2.3). Every failure returns None, which the server turns into the
-same 401 invalid_client as a wrong secret; no cause is ever told apart, and
+and a `client_assertion` JWT signed with one of its registered keys.
+Authlib's `JWTBearerClientAssertion` runs the steps: read the assertion,
+find the client its `sub` names, resolve that client's keys, verify, check
+the claims and the `jti`; `PrivateKeyJWT` fills in each step. Every failure
+raises InvalidClientError, which app.oauth.client_auth turns into the same
+401 invalid_client as a wrong secret; no cause is ever told apart, and
 nothing in the assertion (jku, x5u, jwk, x5c) is ever fetched or trusted.
+
+The signature is checked with PyJWT (`process_assertion_claims`), not with
+joserfc as Authlib's own step does: joserfc's default algorithms refuse
+EdDSA and PS256 assertions (it warns that RFC 9864 deprecates "EdDSA"), and
+importing the JWK costs 15-50 µs more per assertion, most for RSA keys
+(docs/performance.md has the measurement).
 """
 
 from __future__ import annotations
@@ -14,27 +23,31 @@ import binascii
 import json
 import re
 import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import jwt
-from flask import current_app
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
 from app.clients.records import ClientRecord, KeyRecord
-from app.oauth.server import FormRequest
+from app.oauth.client_auth import AuthMethod, QueryClient
+from app.oauth.requests import ENDPOINT_PATHS, FormRequest
+from app.protocol import SIGNING_ALGS
 from app.runtime import runtime
 from app.state.jti import from_timestamp, use_assertion
 from app.timeutil import utcnow
 
-# RFC 7523 §3 item 4: "The JWT MUST contain an exp claim"; the contract caps
-# how far ahead it may lie so replay-cache entries stay short-lived.
+# RFC 7523 §3 item 4: "The JWT MUST contain an exp claim"; we also cap how far
+# ahead it may lie, so replay-cache entries stay short-lived.
 MAX_LIFETIME = 300
-# Allowance for the client's clock (RFC 7523 §3 item 4-6 "reasonable leeway").
+# Allowance for the client's clock (RFC 7523 §3 items 4-6 "reasonable leeway").
 LEEWAY = 30
 MAX_ASSERTION_LENGTH = 16 * 1024
 MAX_HEADER_LENGTH = 2048
 MAX_JTI_LENGTH = 255
-ASSERTION_ALGS = frozenset({"RS256", "PS256", "ES256", "EdDSA"})
 COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "jti"]
 
 
 def _b64json(segment: str) -> Any:
@@ -42,8 +55,8 @@ def _b64json(segment: str) -> Any:
     return json.loads(raw.decode("utf-8"))
 
 
-def _parse_unverified(assertion: str) -> tuple[dict, dict] | None:
-    """Header and claims of a compact JWS, unverified; None when malformed."""
+def parse_unverified(assertion: str) -> tuple[dict, dict] | None:
+    """Header and claims of a compact JWS (RFC 7515 §7.1), unverified; None when malformed."""
     if len(assertion) > MAX_ASSERTION_LENGTH or not COMPACT_JWS.fullmatch(assertion):
         return None
     header_segment, payload_segment, _ = assertion.split(".")
@@ -60,58 +73,38 @@ def _parse_unverified(assertion: str) -> tuple[dict, dict] | None:
     return header, claims
 
 
-def _audiences(endpoint: str) -> list[str]:
-    """RFC 7523 §3 item 3: the issuer or the token endpoint URL (contract 1).
+def audiences(issuer: str, endpoint: str) -> list[str]:
+    """RFC 7523 §3 item 3: the issuer or the token endpoint URL.
 
     The introspection and revocation endpoints also take their own URL, as
     clients written for RFC 7523 put the endpoint they call in `aud`.
     """
-    config = current_app.config
-    issuer = config["ISSUER"]
-    accepted = [issuer, config["TOKEN_ENDPOINT"]]
-    own = {"introspection": "/oauth2/introspect", "revocation": "/oauth2/revoke"}.get(endpoint)
-    if own:
-        accepted.append(issuer + own)
+    accepted = [issuer, issuer + ENDPOINT_PATHS["token"]]
+    if endpoint != "token":
+        accepted.append(issuer + ENDPOINT_PATHS[endpoint])
     return accepted
 
 
-def _candidate_keys(record: ClientRecord, header: dict) -> list[KeyRecord]:
-    """The client's active keys the header may select: by kid, and only of the key's own alg."""
+def candidate_keys(
+    keys: Sequence[KeyRecord], header: dict, algorithms: Collection[str]
+) -> list[KeyRecord]:
+    """The keys the header may select: by kid when it names one, and only of the key's own alg."""
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ASSERTION_ALGS:
+    if not isinstance(alg, str) or alg not in algorithms:
         return []
-    if alg not in current_app.config["ASSERTION_SIGNING_ALGS"]:
-        return []
-    keys = [k for k in record.active_keys(utcnow()) if k.alg == alg]
+    chosen = [k for k in keys if k.alg == alg]
     if "kid" in header:
         kid = header["kid"]
         if not isinstance(kid, str):
             return []
-        keys = [k for k in keys if k.kid == kid]
-    return keys
+        chosen = [k for k in chosen if k.kid == kid]
+    return chosen
 
 
-def _verify(assertion: str, key: KeyRecord, client_id: str, endpoint: str) -> dict | None:
-    """Claims if the signature and RFC 7523 §3 claim checks pass under this key."""
-    try:
-        public_key = jwt.PyJWK(key.public_jwk, algorithm=key.alg).key
-        return jwt.decode(
-            assertion,
-            public_key,
-            algorithms=[key.alg],
-            audience=_audiences(endpoint),
-            issuer=client_id,
-            leeway=LEEWAY,
-            options={"require": ["iss", "sub", "aud", "exp", "jti"], "strict_aud": False},
-        )
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError, RecursionError):
-        return None
-
-
-def _claims_ok(claims: dict, client_id: str) -> bool:
-    """RFC 7523 §3 items 2, 4, 5, 6 and 7 beyond what PyJWT checked."""
-    now = time.time()
-    if claims.get("sub") != client_id or claims.get("iss") != client_id:
+def claims_acceptable(claims: dict, now: float) -> bool:
+    """RFC 7523 §3 items 1, 2, 4, 5, 6 and 7, beyond what PyJWT checked with the signature."""
+    client_id = claims.get("sub")
+    if not isinstance(client_id, str) or claims.get("iss") != client_id:
         return False
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
@@ -130,41 +123,114 @@ def _claims_ok(claims: dict, client_id: str) -> bool:
     return isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH
 
 
-def authenticate_assertion(request: FormRequest, endpoint: str) -> ClientRecord | None:
-    """The client a valid, unused client assertion proves, or None.
+def _naming_only(client_id: str, query_client: QueryClient) -> QueryClient:
+    def query(subject: str) -> ClientRecord | None:
+        return query_client(subject) if subject == client_id else None
 
-    :raises ServiceUnavailable: the replay cache cannot be reached.
+    return query
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """private_key_jwt at one endpoint: its accepted audiences and algorithms fixed."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, accepted_audiences: Sequence[str], algorithms: Collection[str]) -> None:
+        super().__init__(validate_jti=True, leeway=LEEWAY)
+        self.accepted_audiences = list(accepted_audiences)
+        self.algorithms = frozenset(algorithms) & frozenset(SIGNING_ALGS)
+
+    def __call__(self, query_client: QueryClient, request: FormRequest) -> ClientRecord | None:
+        sent = request.form.get("client_id")
+        if sent is not None:
+            # RFC 7521 §4.2: a client_id sent beside the assertion must name its
+            # subject; asked at the look-up, before any key or jti is touched.
+            query_client = _naming_only(sent, query_client)
+        return super().__call__(query_client, request)
+
+    def get_audiences(self) -> list[str]:
+        return self.accepted_audiences
+
+    def extract_assertion(self, assertion: str) -> tuple[dict, dict]:
+        """Header and claims, unverified, once they are small and well-formed.
+
+        :raise InvalidClientError: malformed, or refused before any look-up.
+        """
+        parsed = parse_unverified(assertion)
+        if parsed is None:
+            raise InvalidClientError(description="Invalid JWT assertion.")
+        header, claims = parsed
+        if "crit" in header:
+            # RFC 7515 §4.1.11: we understand no extension, so must refuse.
+            raise InvalidClientError(description="Invalid JWT assertion.")
+        if claims.get("iss") != claims.get("sub"):
+            # RFC 7523 §2.2: iss and sub are both the client_id.
+            raise InvalidClientError(description="Invalid JWT assertion.")
+        return header, claims
+
+    def resolve_client_public_key(self, client: ClientRecord) -> list[KeyRecord]:
+        """The client's active keys; `process_assertion_claims` picks by the header."""
+        return client.active_keys(utcnow())
+
+    def process_assertion_claims(self, assertion: str, resolve_key: list[KeyRecord]) -> dict:
+        """The claims, once one of the keys verifies the signature and the claims pass.
+
+        Without a kid, each active key of the header's alg is tried in turn.
+
+        :raise InvalidClientError: no key verifies it, or a claim is wrong.
+        """
+        header = _b64json(assertion.partition(".")[0])  # well-formed: extract_assertion said so
+        for key in candidate_keys(resolve_key, header, self.algorithms):
+            claims = self._verify(assertion, key)
+            if claims is None:
+                continue
+            self.verify_claims(claims)
+            runtime().usage.key_used(claims["sub"], key.kid)
+            return claims
+        raise InvalidClientError(description="Invalid JWT assertion.")
+
+    def _verify(self, assertion: str, key: KeyRecord) -> dict | None:
+        """Claims if the signature, aud, exp, nbf and iat check out under this key."""
+        try:
+            public_key = jwt.PyJWK(key.public_jwk, algorithm=key.alg).key
+            return jwt.decode(
+                assertion,
+                public_key,
+                algorithms=[key.alg],
+                audience=self.accepted_audiences,
+                leeway=LEEWAY,
+                options={"require": REQUIRED_CLAIMS, "strict_aud": False},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, RecursionError):
+            return None
+
+    def verify_claims(self, claims: dict) -> None:
+        """:raise InvalidClientError: a claim is wrong, or the jti was used before."""
+        if not claims_acceptable(claims, time.time()):
+            raise InvalidClientError(description="Invalid JWT assertion.")
+        if not self.validate_jti(claims, claims["jti"]):
+            raise InvalidClientError(description="JWT ID is used before.")
+
+    def validate_jti(self, claims: dict, jti: str) -> bool:
+        """RFC 7523 §3 item 7: a jti is used once while the assertion is unexpired.
+
+        :raise ServiceUnavailable: the replay cache cannot be reached.
+        """
+        return use_assertion(claims["sub"], jti, from_timestamp(claims["exp"] + LEEWAY))
+
+
+def private_key_jwt(issuer: str, algorithms: Collection[str]) -> AuthMethod:
+    """The private_key_jwt method for `register_client_auth_method`.
+
+    Each endpoint accepts its own audiences, and Authlib calls a method with
+    (query_client, request) only: the request names its endpoint.
     """
-    data = request.payload.data
-    assertion = data.get("client_assertion")
-    if not isinstance(assertion, str):
-        return None
-    parsed = _parse_unverified(assertion)
-    if parsed is None:
-        return None
-    header, unverified = parsed
-    if "crit" in header:
-        # RFC 7515 §4.1.11: we understand no extension, so must refuse.
-        return None
-    client_id = unverified.get("sub")
-    if not isinstance(client_id, str) or unverified.get("iss") != client_id:
-        return None
-    # RFC 7521 §4.2: client_id, when sent, must name the assertion's subject.
-    if "client_id" in data and data["client_id"] != client_id:
-        return None
-    record = runtime().clients.get(client_id)
-    if record is None:
-        return None
-    for key in _candidate_keys(record, header):
-        claims = _verify(assertion, key, client_id, endpoint)
-        if claims is None:
-            continue
-        if not _claims_ok(claims, client_id):
-            return None
-        # RFC 7523 §3 item 7: the jti is used once while the assertion is unexpired.
-        expires_at = from_timestamp(claims["exp"] + LEEWAY)
-        if not use_assertion(client_id, claims["jti"], expires_at):
-            return None
-        runtime().usage.key_used(client_id, key.kid)
-        return record
-    return None
+    by_endpoint = {
+        endpoint: PrivateKeyJWT(audiences(issuer, endpoint), algorithms)
+        for endpoint in ENDPOINT_PATHS
+    }
+
+    def authenticate(query_client: QueryClient, request: FormRequest) -> ClientRecord | None:
+        return by_endpoint[request.endpoint](query_client, request)
+
+    return authenticate

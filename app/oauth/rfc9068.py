@@ -1,4 +1,12 @@
-"""RFC 9068 JWT access tokens: issued (signed with a key loaded once) and verified."""
+"""RFC 9068 JWT access tokens: issued (signed with a key loaded once) and verified.
+
+Access tokens are never stored: issuing writes nothing. A token is good
+while its signature, `typ`, `iss`, `exp` (and `aud` where one is expected)
+check out against our published keys (`verify_access_token`), its `jti` is
+not on the shared deny-list (`AccessToken.is_revoked`, app.state.jti) and
+its client still exists and is enabled (asked by each user of the token:
+app.api.auth, app.oauth.rfc7662).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,22 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import jwt
+from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from flask import current_app
 from jwt.algorithms import get_default_algorithms
+from jwt.types import Options
 
 from app.clients.records import ClientRecord
 from app.runtime import runtime
 from app.signing.keys import KeyRing
+from app.state import jti as revocation
+
+# Our tokens are a few hundred bytes; anything much larger is not one of ours.
+MAX_TOKEN_LENGTH = 8 * 1024
 
 
 class NoSigningKeyError(RuntimeError):
@@ -104,6 +119,10 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
 def verify_access_token(token: str, audience: str | None) -> dict:
     """Verify one of our RFC 9068 tokens: signature, typ, iss, exp, aud.
 
+    RFC 9068 §4: the resource server MUST check "typ", "iss", "aud", the
+    signature with the issuer's keys, and "exp". `audience=None` skips only
+    the audience, for introspection and revocation, which serve every one.
+
     :raise jwt.InvalidTokenError: for anything wrong with it.
     """
     header = jwt.get_unverified_header(token)
@@ -117,13 +136,60 @@ def verify_access_token(token: str, audience: str | None) -> dict:
     key = snap.verify_keys.get(kid)
     if key is None or header.get("alg") != key.alg:
         raise jwt.InvalidTokenError("unknown key")
-    options = {"require": ["exp", "iat", "iss", "sub", "jti", "aud"]}
+    options: Options = {"require": ["exp", "iat", "iss", "sub", "jti", "aud"]}
+    if not audience:
+        options["verify_aud"] = False
     return jwt.decode(
         token,
         key.public_key,
         algorithms=[key.alg],
         issuer=current_app.config["ISSUER"],
         audience=audience,
-        options=options if audience else {**options, "verify_aud": False},
+        options=options,
         leeway=0,
     )
+
+
+@dataclass(frozen=True)
+class AccessToken(TokenMixin):
+    """One of our access tokens, verified, as Authlib's introspection and revocation see it."""
+
+    claims: dict
+
+    @classmethod
+    def read(cls, token: object) -> AccessToken | None:
+        """The token if it is one of ours and unexpired, whatever its audience; else None."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            claims = verify_access_token(token, audience=None)
+        except (jwt.InvalidTokenError, ValueError, TypeError, KeyError, RecursionError):
+            return None
+        if not isinstance(claims.get("jti"), str):
+            return None
+        return cls(claims)
+
+    @property
+    def client_id(self) -> str:
+        return str(self.claims.get("client_id") or self.claims.get("sub"))
+
+    @property
+    def jti(self) -> str:
+        return self.claims["jti"]
+
+    def check_client(self, client: ClientRecord) -> bool:
+        return self.client_id == client.id
+
+    def get_scope(self) -> str:
+        return str(self.claims.get("scope", ""))
+
+    def get_expires_in(self) -> int:
+        return max(0, int(self.claims["exp"] - time.time()))
+
+    def is_expired(self) -> bool:
+        # `read` refused it if it was expired (no leeway).
+        return False
+
+    def is_revoked(self) -> bool:
+        """On the shared deny-list (RFC 7009); asked of the store every time."""
+        return revocation.is_revoked(self.jti)

@@ -1,12 +1,15 @@
-"""/oauth2/* endpoints and the RFC 8414 metadata document."""
+"""/oauth2/* endpoints and the RFC 8414 metadata document.
+
+POST /oauth2/token is usually answered by app.oauth.fastpath before Flask
+dispatches; `issue_token` serves the requests it hands on, with the same server.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from app.clients.service import MANAGEMENT_SCOPES
-from app.oauth import rfc7662
-from app.oauth.server import flask_response
+from app.oauth.requests import ENDPOINT_PATHS, flask_response
+from app.oauth.rfc8414 import server_metadata
 
 bp = Blueprint("oauth", __name__)
 
@@ -15,52 +18,28 @@ def _server():
     return current_app.extensions["ccserver.oauth"]
 
 
-@bp.post("/oauth2/token")
+@bp.post(ENDPOINT_PATHS["token"])
 def issue_token():
     """RFC 6749 §4.4.2: the client credentials access token request."""
     return flask_response(_server().create_token_response())
 
 
-@bp.post("/oauth2/introspect")
+@bp.post(ENDPOINT_PATHS["introspection"])
 def introspect_token():
     """RFC 7662 §2: token introspection for any authenticated client."""
-    return rfc7662.introspection_response(_server())
+    return flask_response(_server().create_endpoint_response("introspection"))
 
 
-@bp.post("/oauth2/revoke")
+@bp.post(ENDPOINT_PATHS["revocation"])
 def revoke_token():
     """RFC 7009 §2: a client revokes one of its own tokens."""
-    return rfc7662.revocation_response(_server())
+    return flask_response(_server().create_endpoint_response("revocation"))
 
 
 @bp.get("/.well-known/oauth-authorization-server")
 def metadata():
     """RFC 8414 §2 authorization server metadata."""
-    issuer = current_app.config["ISSUER"]
-    auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
-    body = {
-        "issuer": issuer,
-        "token_endpoint": f"{issuer}/oauth2/token",
-        "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": ["token"],
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "token_endpoint_auth_signing_alg_values_supported": current_app.config[
-            "ASSERTION_SIGNING_ALGS"
-        ],
-        "introspection_endpoint": f"{issuer}/oauth2/introspect",
-        "introspection_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_signing_alg_values_supported": current_app.config[
-            "ASSERTION_SIGNING_ALGS"
-        ],
-        "revocation_endpoint": f"{issuer}/oauth2/revoke",
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_signing_alg_values_supported": current_app.config[
-            "ASSERTION_SIGNING_ALGS"
-        ],
-        "scopes_supported": list(MANAGEMENT_SCOPES),
-        "service_documentation": f"{issuer}/api/v1/openapi.json",
-    }
-    response = jsonify(body)
+    config = current_app.config
+    response = jsonify(server_metadata(config["ISSUER"], config["ASSERTION_SIGNING_ALGS"]))
     response.headers["Cache-Control"] = "public, max-age=300"
     return response

@@ -86,7 +86,7 @@ def _key(kind: str, value: str) -> str:
 
 def claimed_client_id(request) -> str | None:
     """The client id a token, introspection or revocation request claims, unverified."""
-    from app.oauth.server import parse_basic_credentials
+    from app.oauth.requests import parse_basic_credentials
 
     data = request.payload.data
     header = request.headers.get("Authorization")

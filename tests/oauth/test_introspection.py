@@ -49,6 +49,7 @@ def test_active_token(client, resource_server, issued):
     cid, _, token = issued
     response = introspect(client, resource_server, token, token_type_hint="access_token")
     assert response.status_code == 200
+    assert response.mimetype == "application/json"
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Pragma"] == "no-cache"
     body = response.get_json()

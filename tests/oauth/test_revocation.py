@@ -61,6 +61,9 @@ def test_revoke_own_token(app, client, factory, owner, backend):
     response = revoke(client, owner, token, token_type_hint="access_token")
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    # RFC 7009 §2.2: the status says it all; the body is empty.
+    assert response.get_data() == b""
     assert not is_active(client, factory, token)
     # Only that token: another token of the same client stays active.
     assert is_active(client, factory, other)

@@ -2,10 +2,12 @@
 
 import jwt
 import sqlalchemy as sa
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from app import create_app
 from app.extensions import db
 from app.models import SigningKey
+from app.protocol import AUTH_METHODS
 from tests.conftest import Factory, basic_auth
 
 
@@ -73,6 +75,16 @@ def test_metadata_document(client):
     assert body["token_endpoint_auth_signing_alg_values_supported"]
     assert isinstance(body["scopes_supported"], list)
     assert isinstance(body["response_types_supported"], list)
+
+
+def test_metadata_is_valid_rfc8414(client):
+    """Authlib's RFC 8414 validator accepts the document; it lists the one set of methods."""
+    response = client.get("/.well-known/oauth-authorization-server")
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    body = response.get_json()
+    AuthorizationServerMetadata(body).validate()
+    for prefix in ("token_endpoint", "introspection_endpoint", "revocation_endpoint"):
+        assert body[f"{prefix}_auth_methods_supported"] == list(AUTH_METHODS)
 
 
 def test_metadata_follows_configured_issuer(app_config):

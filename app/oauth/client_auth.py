@@ -1,0 +1,163 @@
+"""Client authentication at the token, introspection and revocation endpoints (RFC 6749 §2.3).
+
+Each method is a function registered with Authlib's
+`register_client_auth_method`: `client_secret_basic` and `client_secret_post`
+here, `private_key_jwt` in app.oauth.rfc7523. `ClientAuthMixin`, mixed
+into the authorization server, runs the part that is the same for every
+method, in this order:
+
+1. the failure limit (app.state.failures): past it the request is refused with
+   429 before any credential is looked at, so a right secret is refused too;
+2. RFC 6749 §2.3: "The client MUST NOT use more than one authentication
+   method in each request": 400 invalid_request;
+3. the method the request uses, through Authlib's registry;
+4. every failure (unknown client, wrong or expired secret, bad assertion,
+   disabled client) becomes the one `ClientAuthenticationFailed`: 401
+   invalid_client with the same body, so no cause can be told apart
+   (RFC 6749 §5.2), and is counted towards the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+from authlib.common.errors import AuthlibHTTPError
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
+from flask import current_app
+
+from app.clients.records import ClientRecord
+from app.oauth.requests import FormRequest, parse_basic_credentials
+from app.runtime import runtime
+from app.timeutil import utcnow
+
+QueryClient = Callable[[str], ClientRecord | None]
+#: (query_client, request) -> the client, or None: Authlib's auth method shape.
+AuthMethod = Callable[[QueryClient, FormRequest], ClientRecord | None]
+
+
+class ClientAuthenticationFailed(InvalidClientError):
+    """401 invalid_client, the same for every cause (RFC 6749 §5.2)."""
+
+    status_code = 401
+
+    def __init__(self, realm: str | None = None) -> None:
+        super().__init__(description="Client authentication failed.", status_code=401)
+        self.realm = realm
+
+    def get_headers(self):
+        headers = AuthlibHTTPError.get_headers(self)
+        if self.realm:
+            # RFC 6749 §5.2: answer the scheme the client used.
+            headers.append(("WWW-Authenticate", f'Basic realm="{self.realm}"'))
+        return headers
+
+
+class FailureLimit(Protocol):
+    """What app.state.failures attaches as `rate_limiter`."""
+
+    def check(self, request: FormRequest) -> None: ...
+
+
+def methods_used(request: FormRequest) -> list[str]:
+    """The authentication methods a request carries credentials for, in a fixed order."""
+    data = request.payload.data
+    used = []
+    if request.headers.get("Authorization"):
+        used.append("client_secret_basic")
+    if "client_secret" in data:
+        used.append("client_secret_post")
+    if "client_assertion" in data or "client_assertion_type" in data:
+        used.append("private_key_jwt")
+    return used
+
+
+def claimed_client_id(request: FormRequest, method: str | None) -> str | None:
+    """The client id a failed request named, unverified, for the failure counters."""
+    if method == "client_secret_basic":
+        credentials = parse_basic_credentials(request.headers.get("Authorization", ""))
+        return credentials[0] if credentials else None
+    if method is None:
+        return None
+    return request.payload.data.get("client_id")
+
+
+def check_secret(query_client: QueryClient, client_id: str, secret: str) -> ClientRecord | None:
+    """The client whose active secret `secret` is, or None.
+
+    An unknown client costs the same HMAC and comparison as a known one
+    (`ClientStore.verify_secret` compares against a dummy hash), so the time
+    taken does not tell whether a client id exists.
+    """
+    rt = runtime()
+    record = query_client(client_id)
+    matched = rt.clients.verify_secret(record, secret, rt.pepper, utcnow())
+    if matched is None:
+        return None
+    rt.usage.secret_used(matched.id)
+    return record
+
+
+def client_secret_basic(query_client: QueryClient, request: FormRequest) -> ClientRecord | None:
+    """RFC 6749 §2.3.1: id and secret in an HTTP Basic header (RFC 7617)."""
+    credentials = parse_basic_credentials(request.headers.get("Authorization", ""))
+    if credentials is None:
+        return None
+    client_id, secret = credentials
+    client = check_secret(query_client, client_id, secret)
+    # A client_id parameter beside the header must name the same client.
+    if client is not None and request.payload.data.get("client_id", client_id) != client_id:
+        return None
+    return client
+
+
+def client_secret_post(query_client: QueryClient, request: FormRequest) -> ClientRecord | None:
+    """RFC 6749 §2.3.1: client_id and client_secret in the form body."""
+    data = request.payload.data
+    return check_secret(query_client, data.get("client_id") or "", data["client_secret"])
+
+
+class ClientAuthMixin:
+    """Authorization server mixin: `authenticate_client` as described in the module docstring.
+
+    Put before Authlib's AuthorizationServer: `super().authenticate_client`
+    is Authlib's registry of methods (`register_client_auth_method`).
+    """
+
+    #: Set by app.state.failures: refuses (429) a client id or address past its limit.
+    rate_limiter: FailureLimit | None = None
+    #: Called with (request, client_id) after every failed authentication.
+    on_auth_failure: Callable[[FormRequest, str | None], None] | None = None
+
+    def authenticate_client(
+        self, request: FormRequest, methods: Collection[str], endpoint: str = "token"
+    ) -> ClientRecord:
+        """The client the request authenticates by exactly one of `methods`.
+
+        :raise RateLimited: the client id or address is past its failure limit.
+        :raise InvalidRequestError: more than one method in the request.
+        :raise ClientAuthenticationFailed: anything else that is not a success.
+        """
+        if self.rate_limiter is not None:
+            self.rate_limiter.check(request)
+        used = methods_used(request)
+        if len(used) > 1:
+            raise InvalidRequestError("Use exactly one client authentication method.")
+        method = used[0] if used else None
+        client: ClientRecord | None = None
+        if method in methods:
+            try:
+                client = super().authenticate_client(request, used, endpoint)  # type: ignore[misc]
+            except InvalidClientError:
+                client = None
+        if client is None or client.disabled:
+            request.client = None
+            if self.on_auth_failure is not None:
+                named = client.id if client is not None else claimed_client_id(request, method)
+                self.on_auth_failure(request, named)
+            # Only Basic gets a challenge (RFC 6749 §5.2).
+            realm = None if method == "private_key_jwt" else current_app.config["ISSUER"]
+            raise ClientAuthenticationFailed(realm)
+        request.client = client
+        request.auth_method = method
+        return client

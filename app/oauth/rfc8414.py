@@ -1,0 +1,36 @@
+"""RFC 8414 authorization server metadata, built from the one list of each protocol constant."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+
+from app.clients.service import MANAGEMENT_SCOPES
+from app.oauth.requests import ENDPOINT_PATHS
+from app.protocol import AUTH_METHODS
+
+
+def server_metadata(issuer: str, assertion_algs: Collection[str]) -> AuthorizationServerMetadata:
+    """RFC 8414 §2: what a client needs to find and call our endpoints."""
+    auth_methods = list(AUTH_METHODS)
+    algs = list(assertion_algs)
+    return AuthorizationServerMetadata(
+        {
+            "issuer": issuer,
+            "token_endpoint": issuer + ENDPOINT_PATHS["token"],
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": ["token"],
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "token_endpoint_auth_signing_alg_values_supported": algs,
+            "introspection_endpoint": issuer + ENDPOINT_PATHS["introspection"],
+            "introspection_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_signing_alg_values_supported": algs,
+            "revocation_endpoint": issuer + ENDPOINT_PATHS["revocation"],
+            "revocation_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_signing_alg_values_supported": algs,
+            "scopes_supported": list(MANAGEMENT_SCOPES),
+            "service_documentation": f"{issuer}/api/v1/openapi.json",
+        }
+    )
