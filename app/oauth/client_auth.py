@@ -155,7 +155,9 @@ class ClientAuthMixin:
             if self.on_auth_failure is not None:
                 named = client.id if client is not None else claimed_client_id(request, method)
                 self.on_auth_failure(request, named)
-            # Only Basic gets a challenge (RFC 6749 §5.2).
+            # RFC 6749 §5.2 requires the Basic challenge after a failed Basic
+            # attempt; secret and credential-less failures all get it so they
+            # stay alike, a failed assertion (no Authorization header) none.
             realm = None if method == "private_key_jwt" else current_app.config["ISSUER"]
             raise ClientAuthenticationFailed(realm)
         request.client = client

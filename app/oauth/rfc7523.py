@@ -164,7 +164,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             # RFC 7515 §4.1.11: we understand no extension, so must refuse.
             raise InvalidClientError(description="Invalid JWT assertion.")
         if claims.get("iss") != claims.get("sub"):
-            # RFC 7523 §2.2: iss and sub are both the client_id.
+            # RFC 7523 §3 items 1 and 2: iss and sub are both the client_id.
             raise InvalidClientError(description="Invalid JWT assertion.")
         return header, claims
 
