@@ -65,7 +65,7 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
     def get_extra_claims(self, client: ClientRecord, scope: str) -> dict:
         return {"account_id": client.account_id}
 
-    def generate(  # type: ignore[override]
+    def generate(
         self,
         grant_type: str,
         client: ClientRecord,
