@@ -31,6 +31,7 @@ TABLES = {
     "revoked_tokens",
     "used_assertions",
     "auth_failures",
+    "server_settings",
 }
 
 

@@ -4,18 +4,21 @@ from app.models.audit import AuditEvent
 from app.models.client import CLIENT_TYPES, Client
 from app.models.client_key import ClientKey
 from app.models.secret import ClientSecret
+from app.models.server_setting import PEPPER_FINGERPRINT, ServerSetting
 from app.models.signing_key import KEY_STATUSES, SigningKey
 from app.models.state import AuthFailure, RevokedToken, UsedAssertion
 
 __all__ = [
     "CLIENT_TYPES",
     "KEY_STATUSES",
+    "PEPPER_FINGERPRINT",
     "AuditEvent",
     "AuthFailure",
     "Client",
     "ClientKey",
     "ClientSecret",
     "RevokedToken",
+    "ServerSetting",
     "SigningKey",
     "UsedAssertion",
 ]
