@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 
 from app.settings import EXTENSION_KEY, build_settings, flask_config
+from app.signing.keys_dir import tighten
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
@@ -27,17 +33,35 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     _prepare_database_url(app)
 
     from app import models  # noqa: F401  (registers every table with the metadata)
-    from app.clients.hashing import load_pepper
+    from app.clients.pepper import load_checked_pepper
     from app.clients.records import ClientStore
     from app.clients.usage import UsageTracker
     from app.extensions import db, migrate
     from app.runtime import Runtime
-    from app.signing.keys import KeyRing, KeyTiming
+    from app.signing.keys import KeyRing, KeyTiming, report_key_files
+    from app.signing.keys_dir import tighten_keys_dir
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
-    pepper = load_pepper(settings.secret_pepper, settings.keys_dir)
+    # Start-up checks (docs/security.md#files-and-modes, #the-pepper).
+    tighten_keys_dir(settings.keys_dir)
+    if not settings.keys_passphrase and not app.testing:
+        log.warning(
+            "KEYS_PASSPHRASE is not set: private signing keys in KEYS_DIR (%s) are stored"
+            " unencrypted; set it in production",
+            settings.keys_dir,
+        )
+    with app.app_context():
+        try:
+            pepper = load_checked_pepper(settings.secret_pepper, settings.keys_dir)
+            # No database (or no schema yet): /readyz says so.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                report_key_files(settings.keys_dir, settings.keys_passphrase)
+        finally:
+            db.session.remove()
+            # No connection opened here outlives start-up (or a fork after it).
+            db.engine.dispose()
     if not settings.secret_key:
         # Cursor signatures need a stable key on every instance; derive one
         # from the pepper rather than asking operators for another secret.
@@ -103,7 +127,7 @@ def _prepare_database_url(app: Flask) -> None:
     options.setdefault("hide_parameters", True)
     logging.getLogger("sqlalchemy.engine.Engine").addFilter(_drop_result_rows)
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(app, uri)
         options.setdefault("connect_args", {"timeout": 30})
     elif uri.startswith("postgresql"):
         # Sized for one gunicorn worker: a connection per thread plus one;
@@ -115,6 +139,30 @@ def _prepare_database_url(app: Flask) -> None:
         options.setdefault("pool_timeout", 5)
         options.setdefault("connect_args", {"connect_timeout": 5})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _private_sqlite_file(app: Flask, uri: str) -> None:
+    """Make the SQLite file with mode 0600 before anything connects; tighten an existing one.
+
+    SQLite would make it with the umask's mode (often 0644), and it holds
+    every secret hash; its journal and WAL files take the file's mode.
+    """
+    database = sa.engine.make_url(uri).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.is_absolute():
+        # Flask-SQLAlchemy reads a relative SQLite path under the instance folder.
+        path = Path(app.instance_path) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        changed = tighten(path)
+        if changed:
+            log.warning(
+                "the SQLite database was readable by group or other; tightened: %s", changed
+            )
 
 
 def _register_blueprints(app: Flask) -> None:

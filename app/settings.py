@@ -26,6 +26,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 #: Where create_app keeps the app's Settings (read them with `settings()`).
 EXTENSION_KEY = "ccserver.settings"
 
+#: The shortest pepper accepted (SECRET_PEPPER or KEYS_DIR/pepper), in bytes: the
+#: HMAC-SHA-256 key of every client-secret hash (docs/security.md#the-pepper).
+MIN_PEPPER_BYTES = 32
+
 #: Fields only create_app's overrides set: not read from the environment.
 _OVERRIDE_ONLY = frozenset({"max_content_length", "assertion_signing_algs"})
 #: Fields read from the environment that are not app.config keys.
@@ -145,6 +149,17 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("secret_pepper")
+    @classmethod
+    def _long_pepper(cls, value: str | None) -> str | None:
+        # Never echo the value, nor its length: it is a secret.
+        if value and len(value.encode("utf-8", "surrogateescape")) < MIN_PEPPER_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_PEPPER_BYTES} bytes; make one with"
+                " `python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
+        return value
 
     @field_validator("signing_alg")
     @classmethod

@@ -63,7 +63,7 @@ WRK_DIR = Path(__file__).resolve().parent / "wrk"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-PEPPER = "bench-pepper-not-for-production"
+PEPPER = "bench-pepper-not-for-production-0123456789"
 BENCH_ACCOUNT = "bench"
 BASIC_ID = "bench-client"
 BASIC_SECRET = "bench-secret-0123456789abcdef"  # the peers' client, same credentials
@@ -251,11 +251,11 @@ def prepare_database(work: Path) -> Path:
     os.environ["DATABASE_URL"] = DATABASE_URL
     flask_cmd(["db", "upgrade"], "ES256", str(work / "keys-migrate"))
 
-    from bench.seed import delete_seeded, seed_clients, seeded_count
+    from bench.seed import delete_seeded, seed_clients, seeded_count, seeded_with
 
     engine = sa.create_engine(DATABASE_URL)
     have = seeded_count(engine)
-    if have != CLIENTS:
+    if have != CLIENTS or not seeded_with(engine, PEPPER.encode()):
         log(f"seeding {CLIENTS:,} clients (had {have:,})")
         delete_seeded(engine)
         started = time.perf_counter()

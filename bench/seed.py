@@ -161,6 +161,16 @@ def seeded_count(engine: sa.Engine) -> int:
         )
 
 
+def seeded_with(engine: sa.Engine, pepper: bytes) -> bool:
+    """True when seeded client 0's secret was hashed with this pepper (a bench
+    database seeded under an older pepper must be seeded again)."""
+    with engine.connect() as conn:
+        stored = conn.scalar(
+            sa.select(ClientSecret.secret_hash).where(ClientSecret.client_id == seed_client_id(0))
+        )
+    return stored == hash_secret(seed_secret(0), pepper)
+
+
 def delete_seeded(engine: sa.Engine) -> None:
     """Remove every seeded client (their secrets go by ON DELETE CASCADE)."""
     with engine.begin() as conn:

@@ -28,7 +28,7 @@ from app.settings import ENVIRONMENT_VARIABLES  # noqa: E402
 from app.signing import keys as keys_service  # noqa: E402
 from app.state.redis import redis_client  # noqa: E402
 
-TEST_PEPPER = "test-pepper-not-for-production"
+TEST_PEPPER = "test-pepper-not-for-production-0123456789"
 ISSUER = "http://localhost:5000"
 
 

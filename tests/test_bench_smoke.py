@@ -8,7 +8,14 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Client
 from app.runtime import runtime
-from bench.seed import SEED_ACCOUNT, seed_client_id, seed_clients, seed_secret, seeded_count
+from bench.seed import (
+    SEED_ACCOUNT,
+    seed_client_id,
+    seed_clients,
+    seed_secret,
+    seeded_count,
+    seeded_with,
+)
 from tests.conftest import basic_auth
 
 
@@ -47,3 +54,12 @@ def test_seeding_continues_after_existing_rows(app):
         assert seeded_count(db.engine) == 5
         ids = db.session.scalars(sa.select(Client.id).where(Client.account_id == SEED_ACCOUNT))
         assert sorted(ids.all()) == sorted(seed_client_id(i) for i in range(5))
+
+
+def test_a_bench_database_seeded_under_another_pepper_is_seeded_again(app):
+    """The bench re-seeds when its pepper changed (the hashes would all fail)."""
+    with app.app_context():
+        assert seeded_with(db.engine, runtime().pepper) is False  # nothing seeded yet
+        seed_clients(db.engine, 1, runtime().pepper)
+        assert seeded_with(db.engine, runtime().pepper) is True
+        assert seeded_with(db.engine, b"another-pepper-of-at-least-32-bytes") is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 import click
 import sqlalchemy as sa
@@ -33,10 +34,19 @@ def _keys_args() -> tuple[str, str, str | None]:
     return cfg["SIGNING_ALG"], cfg["KEYS_DIR"], cfg["KEYS_PASSPHRASE"]
 
 
+def _refused(error: keys_service.SigningKeysUnreadable) -> NoReturn:
+    db.session.rollback()
+    click.echo(f"error: {error.detail}", err=True)
+    sys.exit(1)
+
+
 @keys_cli.cli.command("init")
 def keys_init() -> None:
     """Make the first current and next signing keys if there are none."""
-    made = keys_service.init_keys(*_keys_args())
+    try:
+        made = keys_service.init_keys(*_keys_args())
+    except keys_service.SigningKeysUnreadable as refused:
+        _refused(refused)
     db.session.commit()
     if made:
         for key in made:
@@ -48,7 +58,10 @@ def keys_init() -> None:
 @keys_cli.cli.command("rotate")
 def keys_rotate() -> None:
     """Promote the next key to current, retire the current one, make a new next."""
-    promoted = keys_service.rotate_keys(*_keys_args(), actor=CLI_ACTOR)
+    try:
+        promoted = keys_service.rotate_keys(*_keys_args(), actor=CLI_ACTOR)
+    except keys_service.SigningKeysUnreadable as refused:
+        _refused(refused)
     db.session.commit()
     runtime().keyring.invalidate()
     click.echo(f"current key is now {promoted.kid}")

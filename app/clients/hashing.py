@@ -15,6 +15,9 @@ import os
 import secrets as _random
 from pathlib import Path
 
+from app.settings import MIN_PEPPER_BYTES
+from app.signing.keys_dir import FILE_MODE, PEPPER_FILE, ensure_keys_dir
+
 SECRET_PREFIX = "ccs_"
 HINT_LENGTH = 4
 
@@ -47,16 +50,41 @@ def verify_secret(secret: str, pepper: bytes, hashes: list[str]) -> int | None:
     return found
 
 
-def load_pepper(configured: str | None, keys_dir: str) -> bytes:
-    """The pepper from config, or from KEYS_DIR/pepper (made on first use)."""
+#: What the pepper's fingerprint is the HMAC of: a label no client secret can
+#: equal (ours begin with SECRET_PREFIX), so the fingerprint is never a
+#: secret's hash nor the Flask key derived from the pepper.
+FINGERPRINT_LABEL = b"ccserver pepper fingerprint"
+
+
+def pepper_fingerprint(pepper: bytes) -> str:
+    """HMAC-SHA-256(pepper, FINGERPRINT_LABEL), hex: tells peppers apart, reveals none.
+
+    Stored in the database so that a start with another pepper is refused
+    (docs/security.md#the-pepper).
+    """
+    return hmac.new(pepper, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+
+
+class PepperMissing(RuntimeError):
+    """KEYS_DIR/pepper does not exist and the caller may not make a new one."""
+
+
+def load_pepper(configured: str | None, keys_dir: str, *, create: bool = True) -> bytes:
+    """The pepper from config, or from KEYS_DIR/pepper (made when missing, if `create`).
+
+    :raise PepperMissing: the file is missing and `create` is false.
+    :raise RuntimeError: the file is empty or shorter than MIN_PEPPER_BYTES.
+    """
     if configured:
-        return configured.encode("utf-8")
-    path = Path(keys_dir) / "pepper"
+        return configured.encode("utf-8", "surrogateescape")
+    path = Path(keys_dir) / PEPPER_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            raise PepperMissing(str(path))
+        ensure_keys_dir(keys_dir)
         try:
             # O_EXCL: two processes starting at once agree on one pepper.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileExistsError:
             pass
         else:
@@ -65,4 +93,6 @@ def load_pepper(configured: str | None, keys_dir: str) -> bytes:
     value = path.read_text().strip()
     if not value:
         raise RuntimeError(f"{path} is empty; delete it or set SECRET_PEPPER")
-    return value.encode("utf-8")
+    if len(value.encode("utf-8", "surrogateescape")) < MIN_PEPPER_BYTES:
+        raise RuntimeError(f"{path} holds fewer than {MIN_PEPPER_BYTES} bytes")
+    return value.encode("utf-8", "surrogateescape")

@@ -19,12 +19,12 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 only when the database answers and a signing key is loaded."""
+    """200 only when the database answers and this instance can sign with the current key."""
     checks = {"database": False, "signing_key": False}
     try:
         db.session.execute(sa.text("SELECT 1"))
         checks["database"] = True
-        checks["signing_key"] = runtime().keyring.reload().current is not None
+        checks["signing_key"] = runtime().keyring.reload().ready
     except sa.exc.SQLAlchemyError:
         db.session.rollback()
     ready = all(checks.values())

@@ -45,8 +45,10 @@ from flask import current_app, has_app_context
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from app.audit import events as audit
+from app.errors import ServiceUnavailable
 from app.extensions import db
 from app.models import Client, SigningKey
+from app.signing.keys_dir import ensure_keys_dir
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -138,8 +140,7 @@ def write_private_key(
     pem = private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    directory = Path(keys_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_keys_dir(keys_dir)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pem")
     try:
         os.fchmod(fd, 0o600)
@@ -156,6 +157,86 @@ def load_private_key(keys_dir: str, kid: str, passphrase: str | None) -> Private
     data = _pem_path(keys_dir, kid).read_bytes()
     password = passphrase.encode() if passphrase else None
     return serialization.load_pem_private_key(data, password=password)
+
+
+#: Why a key's private half cannot be used (see `open_private_key`).
+MISSING = "missing"
+UNREADABLE = "unreadable"
+
+_KEY_MEMBERS = ("kty", "crv", "x", "y", "n", "e")
+
+
+def open_private_key(
+    keys_dir: str, kid: str, jwk: Mapping[str, Any], passphrase: str | None
+) -> tuple[PrivateKeyTypes | None, str | None]:
+    """The private key of a stored key and None, or None and why it cannot be used.
+
+    MISSING: no `<kid>.pem` in KEYS_DIR. UNREADABLE: the file is there but
+    KEYS_PASSPHRASE does not open it (wrong passphrase, an encrypted key
+    without one, a plaintext key where one is set, a damaged file), or it
+    holds another key than the public JWK the database publishes.
+    """
+    try:
+        private_key = load_private_key(keys_dir, kid, passphrase)
+    except FileNotFoundError:
+        return None, MISSING
+    except (TypeError, ValueError):
+        return None, UNREADABLE
+    try:
+        public = public_jwk(private_key.public_key(), str(jwk.get("alg", "")), kid)
+    except TypeError:
+        return None, UNREADABLE
+    if any(public.get(m) != jwk.get(m) for m in _KEY_MEMBERS):
+        return None, UNREADABLE
+    return private_key, None
+
+
+class SigningKeysUnreadable(ServiceUnavailable):
+    """KEYS_PASSPHRASE does not open a stored key: making or promoting keys is refused.
+
+    A key written now would be one the other instances (or this one) cannot
+    read, and promoting one that cannot be read leaves every instance signing
+    with a retired key (docs/decisions.md#secure-defaults).
+    """
+
+    code = "signing_keys_unreadable"
+
+
+def _published(keys: dict[str, list[SigningKey]], now: datetime) -> list[SigningKey]:
+    """The keys in the JWKS: next, current and retired ones not yet past retires_at."""
+    retired = [
+        k for k in keys["retired"] if k.retires_at is not None and _aware(k.retires_at) > now
+    ]
+    return keys["next"] + keys["current"] + retired
+
+
+def _problems(keys: list[SigningKey], keys_dir: str, passphrase: str | None) -> dict[str, str]:
+    found = {}
+    for key in keys:
+        _, problem = open_private_key(keys_dir, key.kid, key.public_jwk, passphrase)
+        if problem is not None:
+            found[key.kid] = problem
+    return found
+
+
+def _refuse_unless_readable(
+    keys: dict[str, list[SigningKey]], keys_dir: str, passphrase: str | None, doing: str
+) -> dict[str, str]:
+    """Refuse when a published key's file is there but KEYS_PASSPHRASE does not open it.
+
+    Returns every published key's problem (a missing file is not refused
+    here: the caller decides whether it matters).
+    """
+    problems = _problems(_published(keys, utcnow()), keys_dir, passphrase)
+    unreadable = sorted(kid for kid, problem in problems.items() if problem == UNREADABLE)
+    if unreadable:
+        raise SigningKeysUnreadable(
+            f"KEYS_PASSPHRASE does not open signing key {', '.join(unreadable)} in KEYS_DIR:"
+            f" refusing to {doing}, which would write or promote a key other instances"
+            " cannot read; set the KEYS_PASSPHRASE the keys were made with"
+            " (docs/operations.md#signing-keys-that-cannot-be-read)"
+        )
+    return problems
 
 
 def _new_key(alg: str, keys_dir: str, passphrase: str | None, status: str) -> SigningKey:
@@ -204,9 +285,21 @@ def keys_by_status() -> dict[str, list[SigningKey]]:
 
 
 def init_keys(alg: str, keys_dir: str, passphrase: str | None) -> list[SigningKey]:
-    """Make a current and a next key when missing; returns the keys made."""
+    """Make a current and a next key when missing; returns the keys made.
+
+    A next key whose file is gone from KEYS_DIR is replaced (it has signed
+    nothing, and no instance could ever sign with it).
+
+    :raise SigningKeysUnreadable: KEYS_PASSPHRASE does not open a stored key.
+    """
     _lock_keys()
     keys = keys_by_status()
+    problems = _refuse_unless_readable(keys, keys_dir, passphrase, "make keys")
+    for lost in [k for k in keys["next"] if problems.get(k.kid) == MISSING]:
+        log.warning("replacing next signing key %s: its file is not in KEYS_DIR", lost.kid)
+        db.session.delete(lost)
+        keys["next"].remove(lost)
+    db.session.flush()
     made = []
     if not keys["current"]:
         made.append(_new_key(alg, keys_dir, passphrase, "current"))
@@ -234,10 +327,20 @@ def rotate_keys(
     has been published for the publish delay (plus one refresh), so the
     retired key stays published until that moment + the longest client TTL
     + clock skew: every token it signed has expired by then.
+
+    :raise SigningKeysUnreadable: KEYS_PASSPHRASE does not open a stored key,
+        or the next key's file is not in KEYS_DIR: nothing changes.
     """
     timing = timing or _timing()
     _lock_keys()
     keys = keys_by_status()
+    problems = _refuse_unless_readable(keys, keys_dir, passphrase, "rotate")
+    lost = [k.kid for k in keys["next"] if problems.get(k.kid) == MISSING]
+    if lost:
+        raise SigningKeysUnreadable(
+            f"next signing key {lost[0]} has no file in KEYS_DIR: refusing to promote a key"
+            " no instance can sign with; run `flask keys init` to replace it"
+        )
     now = utcnow()
     promoted = keys["next"][0] if keys["next"] else _new_key(alg, keys_dir, passphrase, "next")
     signs_until = max(now, _aware(promoted.created_at) + timing.publish_delay) + timedelta(
@@ -342,6 +445,24 @@ class KeySnapshot:
     verify_keys: dict[str, LoadedKey]
     jwks_body: bytes
     jwks_etag: str
+    #: The database's current key, and the published keys this instance
+    #: cannot sign with (file missing or not opened by KEYS_PASSPHRASE).
+    database_current: str | None = None
+    unusable: frozenset[str] = frozenset()
+
+    @property
+    def ready(self) -> bool:
+        """True when this instance can sign with the database's current key.
+
+        While that key is too new to sign with, `current` is a retired key,
+        which is fine; a current key this instance cannot read is not: it
+        would go on signing with a retired key until that one leaves the JWKS.
+        """
+        return (
+            self.current is not None
+            and self.database_current is not None
+            and self.database_current not in self.unusable
+        )
 
 
 @dataclass(frozen=True)
@@ -424,12 +545,16 @@ class KeyRing:
             verify: dict[str, LoadedKey] = {}
             published = []
             candidates: list[_Candidate] = []
+            unusable = set()
+            database_current = None
             for row in rows:
                 if row.status == "retired" and (
                     row.retires_at is None or _aware(row.retires_at) <= now
                 ):
                     continue
                 published.append(row.public_jwk)
+                if row.status == "current":
+                    database_current = row.kid
                 loaded = self._private.get(row.kid)
                 if loaded is None:
                     loaded = self._load(row.kid, row.alg, row.public_jwk)
@@ -438,10 +563,19 @@ class KeyRing:
                 verify[row.kid] = loaded
                 if loaded.private_key is not None:
                     candidates.append(_Candidate(row.kid, row.status, row.created_at))
+                else:
+                    unusable.add(row.kid)
             signing = choose_signing_key(candidates, now, self.publish_delay)
             body = json.dumps({"keys": published}, separators=(",", ":")).encode()
             etag = hashlib.sha256(body).hexdigest()[:32]
-            snap = KeySnapshot(verify.get(signing) if signing else None, verify, body, etag)
+            snap = KeySnapshot(
+                verify.get(signing) if signing else None,
+                verify,
+                body,
+                etag,
+                database_current,
+                frozenset(unusable),
+            )
             self._snapshot = snap
             self._loaded_at = time.monotonic()
             # Keep only the private keys still in use.
@@ -450,16 +584,35 @@ class KeyRing:
 
     def _load(self, kid: str, alg: str, jwk: dict[str, Any]) -> LoadedKey:
         public_key = jwt.PyJWK.from_dict(jwk).key
-        private_key: PrivateKeyTypes | None
-        try:
-            private_key = load_private_key(self.keys_dir, kid, self.passphrase)
-        except FileNotFoundError:
-            # Another instance's key whose PEM is not on this volume: verify
-            # with it, never sign with it.
-            private_key = None
-        except (TypeError, ValueError):
+        private_key, problem = open_private_key(self.keys_dir, kid, jwk, self.passphrase)
+        if problem == UNREADABLE:
             # Wrong or missing KEYS_PASSPHRASE: keep serving the JWKS and let
             # /readyz and the token endpoint answer 503 rather than 500.
             log.error("cannot decrypt signing key %s: check KEYS_PASSPHRASE", kid)
-            private_key = None
+        # MISSING: a key whose PEM is not on this volume: verify with it,
+        # never sign with it.
         return LoadedKey(kid, alg, private_key, public_key)
+
+
+def report_key_files(keys_dir: str, passphrase: str | None) -> dict[str, str]:
+    """Log how many published keys this instance cannot sign with; returns kid -> why.
+
+    Run once at start, so a wrong KEYS_PASSPHRASE or a KEYS_DIR that is not
+    the shared one shows in the log before the first token request.
+    """
+    keys = _published(keys_by_status(), utcnow())
+    problems = _problems(keys, keys_dir, passphrase)
+    if problems:
+        unreadable = sorted(k for k, p in problems.items() if p == UNREADABLE)
+        missing = sorted(k for k, p in problems.items() if p == MISSING)
+        log.warning(
+            "%d of %d signing keys cannot be used by this instance: %d unreadable with"
+            " KEYS_PASSPHRASE (%s), %d missing from KEYS_DIR (%s)",
+            len(problems),
+            len(keys),
+            len(unreadable),
+            ", ".join(unreadable) or "-",
+            len(missing),
+            ", ".join(missing) or "-",
+        )
+    return problems

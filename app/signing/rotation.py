@@ -51,13 +51,20 @@ class RotationScheduler:
 def run_schedule() -> dict[str, object]:
     """Rotate if due and purge expired retired keys; commits. Returns what it did."""
     cfg = current_app.config
-    rotated = service.rotate_if_due(
-        cfg["SIGNING_ALG"],
-        cfg["KEYS_DIR"],
-        cfg["KEYS_PASSPHRASE"],
-        float(cfg.get("KEY_ROTATION_INTERVAL", 0)),
-        SCHEDULER_ACTOR,
-    )
+    try:
+        rotated = service.rotate_if_due(
+            cfg["SIGNING_ALG"],
+            cfg["KEYS_DIR"],
+            cfg["KEYS_PASSPHRASE"],
+            float(cfg.get("KEY_ROTATION_INTERVAL", 0)),
+            SCHEDULER_ACTOR,
+        )
+    except service.SigningKeysUnreadable as refused:
+        # The current key keeps signing; an operator has to act, and this
+        # line repeats every KEY_SCHEDULE_INTERVAL until one does.
+        db.session.rollback()
+        log.error("scheduled rotation refused: %s", refused.detail)
+        rotated = None
     db.session.commit()
     purged: list[str] = []
     if service.expired_keys_exist():

@@ -147,7 +147,7 @@ def test_gunicorn_workers_are_summed(tmp_path):
         **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'metrics.db'}",
         "KEYS_DIR": str(tmp_path / "keys"),
-        "SECRET_PEPPER": "metrics-test-pepper",
+        "SECRET_PEPPER": "metrics-test-pepper-not-for-production",
         "ISSUER": f"http://127.0.0.1:{port}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
         "PORT": str(port),

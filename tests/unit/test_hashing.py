@@ -151,6 +151,6 @@ def test_an_empty_pepper_file_is_refused(tmp_path):
 
 
 def test_an_existing_pepper_file_is_read_not_replaced(tmp_path):
-    (tmp_path / "pepper").write_text("kept-from-before\n")
+    (tmp_path / "pepper").write_text("kept-from-before-and-32-bytes-long\n")
     os.chmod(tmp_path / "pepper", 0o600)
-    assert load_pepper(None, str(tmp_path)) == b"kept-from-before"
+    assert load_pepper(None, str(tmp_path)) == b"kept-from-before-and-32-bytes-long"

@@ -173,7 +173,7 @@ def test_bad_override_names_the_setting_and_not_a_secret():
 def test_secrets_stay_out_of_repr():
     made = build_settings(
         {
-            "SECRET_PEPPER": "pepper-value",
+            "SECRET_PEPPER": "pepper-value-of-at-least-32-bytes",
             "KEYS_PASSPHRASE": "passphrase-value",
             "SECRET_KEY": "key-value",
             "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://u:db-password@h/d",
