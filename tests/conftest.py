@@ -70,13 +70,18 @@ def migrated(base_config) -> str:
     """Bring the test database to head once per session, from migrations only."""
     from flask_migrate import upgrade
 
+    url = base_config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("postgresql"):
+        # Start from nothing so the revisions, not leftovers, make the schema,
+        # and before create_app, which checks the pepper against what an
+        # earlier session left behind.
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
     app = create_app(dict(base_config))
     with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            # Start from nothing so the revisions, not leftovers, make the schema.
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-                conn.execute(sa.text("CREATE SCHEMA public"))
         upgrade()
         db.engine.dispose()
     return base_config["SQLALCHEMY_DATABASE_URI"]

@@ -173,14 +173,17 @@ def open_private_key(
 
     MISSING: no `<kid>.pem` in KEYS_DIR. UNREADABLE: the file is there but
     KEYS_PASSPHRASE does not open it (wrong passphrase, an encrypted key
-    without one, a plaintext key where one is set, a damaged file), or it
-    holds another key than the public JWK the database publishes.
+    without one, a plaintext key where one is set, a damaged file), this
+    process may not read it, or it holds another key than the public JWK the
+    database publishes.
     """
     try:
         private_key = load_private_key(keys_dir, kid, passphrase)
     except FileNotFoundError:
         return None, MISSING
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OSError):
+        # OSError: a file this process may not read is as useless as one it
+        # cannot decrypt, and must not turn /readyz into a 500.
         return None, UNREADABLE
     try:
         public = public_jwk(private_key.public_key(), str(jwk.get("alg", "")), kid)
