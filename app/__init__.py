@@ -34,12 +34,16 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
 
     from app import models  # noqa: F401  (registers every table with the metadata)
     from app.clients.pepper import load_checked_pepper
-    from app.clients.records import ClientStore
+    from app.clients.records import ClientStore, loader_for
     from app.clients.usage import UsageTracker
     from app.extensions import db, migrate
+    from app.oauth.throttle import Throttle
     from app.runtime import Runtime
     from app.signing.keys import KeyRing, KeyTiming, report_key_files
     from app.signing.keys_dir import tighten_keys_dir
+    from app.state import failures, jti
+    from app.state.autocommit import executor_for
+    from app.state.redis import connect as connect_redis
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
@@ -69,8 +73,14 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
         settings = settings.model_copy(update={"secret_key": secret_key})
         app.config["SECRET_KEY"] = secret_key
     app.extensions[EXTENSION_KEY] = settings
-    app.extensions["ccserver"] = Runtime(
-        clients=ClientStore(app.config["CLIENT_CACHE_TTL"]),
+    # Each shared-state backend is chosen here, once: Redis when REDIS_URL is
+    # set, else PostgreSQL's autocommit statements, else plain SQL (SQLite).
+    with app.app_context():
+        engine = db.engine
+    redis_client = connect_redis(app.config.get("REDIS_URL"))
+    executor = executor_for(engine, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    runtime = Runtime(
+        clients=ClientStore(app.config["CLIENT_CACHE_TTL"], loader_for(executor, engine)),
         keyring=KeyRing(
             app.config["KEYS_DIR"],
             app.config["KEYS_PASSPHRASE"],
@@ -79,15 +89,20 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
         ),
         pepper=pepper,
         usage=UsageTracker(app.config["LAST_USED_RESOLUTION"]),
+        jti=jti.store_for(redis_client, executor, engine),
+        throttle=Throttle.from_config(
+            app.config, failures.store_for(redis_client, executor, engine), engine
+        ),
+        redis=redis_client,
+        autocommit=executor,
     )
+    runtime.init_app(app)
 
     from app.errors import register_error_handlers
     from app.oauth.server import config_oauth
 
     config_oauth(app)
-    from app.state import failures
-
-    failures.init_app(app)
+    runtime.throttle.init_app(app)
     from app.http import pipeline
 
     register_error_handlers(app)
@@ -95,7 +110,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     from app.signing import rotation
 
     pipeline.init_app(
-        app, key_schedule=rotation.init_app(app), usage=app.extensions["ccserver"].usage
+        app, key_schedule=rotation.init_app(app), usage=runtime.usage
     )
     logging.getLogger("authlib").setLevel(logging.WARNING)
     from app.oauth import fastpath

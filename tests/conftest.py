@@ -26,7 +26,6 @@ from app.extensions import db  # noqa: E402
 from app.runtime import runtime  # noqa: E402
 from app.settings import ENVIRONMENT_VARIABLES  # noqa: E402
 from app.signing import keys as keys_service  # noqa: E402
-from app.state.redis import redis_client  # noqa: E402
 
 TEST_PEPPER = "test-pepper-not-for-production-0123456789"
 ISSUER = "http://localhost:5000"
@@ -124,7 +123,7 @@ def app(app_config) -> Iterator:
         )
         db.session.commit()
         runtime().keyring.invalidate()
-        redis = redis_client()
+        redis = runtime().redis
         if redis is not None:
             redis.flushdb()
     yield app

@@ -13,7 +13,6 @@ from app.clients.service import SYSTEM_ACCOUNT
 from app.errors import Forbidden, Unauthorized
 from app.oauth.rfc9068 import verify_access_token
 from app.runtime import runtime
-from app.state import jti as revocation
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def authenticate() -> Caller:
     except (jwt.InvalidTokenError, ValueError) as exc:
         raise _invalid("The access token is invalid or expired.") from exc
     # Asked of the shared store on every request: a revocation has no delay.
-    if revocation.is_revoked(claims["jti"]):
+    if runtime().jti.is_revoked(claims["jti"]):
         raise _invalid("The access token has been revoked.")
     record = runtime().clients.get(claims.get("client_id") or claims["sub"])
     if record is None or record.disabled or record.client_type != "admin":

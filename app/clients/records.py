@@ -1,10 +1,12 @@
 """Plain client records for the OAuth endpoints, cached for a few seconds.
 
-The token endpoint must not open an ORM session per request: a record is
-read with two Core selects on a miss and cached per client id for
-CLIENT_CACHE_TTL seconds. A change made through this process drops the entry
-at commit (see `mark_client_changed`), so it takes effect here at once and on
-other instances within the TTL.
+The token endpoint must not open an ORM session per request: on a miss a
+`RecordLoader` reads the record (one statement on PostgreSQL, Core selects
+elsewhere; `create_app` picks the loader once with `loader_for`) and the
+`ClientStore` caches it per client id for CLIENT_CACHE_TTL seconds. A change
+made through this process drops the entry at commit (see
+`mark_client_changed`), so it takes effect here at once and on other
+instances within the TTL.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import ClientMixin
-from flask import current_app, has_app_context
+from flask import has_app_context
 from sqlalchemy.orm import Session
 
 from app.clients.hashing import verify_secret
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
 from app.protocol import AUTH_METHODS
-from app.state.autocommit import PostgresReader, postgres_reader
+from app.runtime import runtime
+from app.state.autocommit import AutocommitExecutor
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,26 @@ class ClientRecord(ClientMixin):
 _DUMMY_HASHES = ["0" * 64]
 
 
+class RecordLoader(Protocol):
+    """Reads one client's record from the database."""
+
+    def load(self, client_id: str) -> ClientRecord | None:
+        """The client with its secrets and keys, or None when no such client exists."""
+
+
+def loader_for(executor: AutocommitExecutor | None, engine: sa.Engine) -> RecordLoader:
+    """The loader for this database: PostgreSQL's one statement, else Core selects."""
+    if executor is not None:
+        return PostgresRecordLoader(executor)
+    return SqlRecordLoader(engine)
+
+
 class ClientStore:
     """Per-process cache of ClientRecords keyed by client id."""
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, loader: RecordLoader) -> None:
         self.ttl = ttl
+        self.loader = loader
         self._cache: dict[str, tuple[float, ClientRecord | None]] = {}
         self._lock = threading.Lock()
         # Bumped by every invalidation: a record read before a change commits
@@ -111,15 +130,7 @@ class ClientStore:
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
         generation = self._generation
-        reader = postgres_reader()
-        if reader is not None:
-            record = load_record_postgres(reader, client_id)
-        else:
-            # A short Core connection, not the request's session: the connection
-            # goes back to the pool at once instead of at teardown, so a request
-            # that needs a second one (the replay-cache insert) cannot starve it.
-            with db.engine.connect() as conn:
-                record = load_record(conn, client_id)
+        record = self.loader.load(client_id)
         if self.ttl > 0:
             with self._lock:
                 if now >= self._next_sweep:
@@ -187,26 +198,50 @@ def _utc(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
 
 
-def load_record_postgres(reader: PostgresReader, client_id: str) -> ClientRecord | None:
-    """`load_record` in one PostgreSQL statement on the autocommit reader."""
-    if not _possible_id(client_id):
-        return None
-    rows = reader.fetch(_PG_LOAD, (client_id,))
-    if not rows:
-        return None
-    cid, account_id, name, client_type, scopes, audiences, ttl, disabled, secrets, keys = rows[0]
-    return ClientRecord(
-        id=cid,
-        account_id=account_id,
-        name=name,
-        client_type=client_type,
-        scopes=tuple(scopes or ()),
-        audiences=tuple(audiences or ()),
-        access_token_ttl=ttl,
-        disabled=disabled,
-        secrets=tuple(SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()),
-        keys=tuple(KeyRecord(kid, alg, jwk, _utc(exp)) for kid, alg, jwk, exp in keys or ()),
-    )
+class PostgresRecordLoader:
+    """`SqlRecordLoader`'s record in one PostgreSQL statement on the autocommit executor."""
+
+    def __init__(self, executor: AutocommitExecutor) -> None:
+        self.executor = executor
+
+    def load(self, client_id: str) -> ClientRecord | None:
+        if not _possible_id(client_id):
+            return None
+        rows = self.executor.fetch(_PG_LOAD, (client_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        cid, account_id, name, client_type, scopes, audiences, ttl, disabled, secrets, keys = row
+        return ClientRecord(
+            id=cid,
+            account_id=account_id,
+            name=name,
+            client_type=client_type,
+            scopes=tuple(scopes or ()),
+            audiences=tuple(audiences or ()),
+            access_token_ttl=ttl,
+            disabled=disabled,
+            secrets=tuple(
+                SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()
+            ),
+            keys=tuple(KeyRecord(kid, alg, jwk, _utc(exp)) for kid, alg, jwk, exp in keys or ()),
+        )
+
+
+class SqlRecordLoader:
+    """A record read with Core selects on a short connection of the app's engine.
+
+    Not the request's session: the connection goes back to the pool at once
+    instead of at teardown, so a request that needs a second one (the
+    replay-cache insert) cannot starve it.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def load(self, client_id: str) -> ClientRecord | None:
+        with self.engine.connect() as conn:
+            return load_record(conn, client_id)
 
 
 def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecord | None:
@@ -260,7 +295,7 @@ def mark_client_changed(client_id: str) -> None:
 def _invalidate_after_commit(session: Session) -> None:
     changed = session.info.pop("changed_clients", None)
     if changed and has_app_context():
-        store = current_app.extensions["ccserver"].clients
+        store = runtime().clients
         for client_id in changed:
             store.invalidate(client_id)
 

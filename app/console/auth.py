@@ -7,29 +7,17 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 
 from app.api.auth import Caller
 from app.errors import Forbidden
+from app.http.client_address import client_address
+from app.oauth import throttle
 from app.runtime import runtime
 from app.timeutil import utcnow
 
 CSRF_FIELD = "csrf_token"
-
-
-@dataclass
-class _LimiterRequest:
-    """The shape the failed-authentication limiter reads (client id, no header)."""
-
-    payload: object
-    headers: dict
-
-
-@dataclass
-class _Payload:
-    data: dict
 
 
 class SignInRefused(Exception):
@@ -66,15 +54,12 @@ def sign_in(client_id: str, secret: str) -> None:
     :raise SignInThrottled: past the failed-authentication limit.
     :raise SignInRefused: for any other failure, without saying which.
     """
-    limiter = current_app.extensions.get("ccserver.ratelimit")
-    probe = _LimiterRequest(_Payload({"client_id": client_id}), {})
-    if limiter is not None:
-        from app.state.failures import RateLimited
-
-        try:
-            limiter.check(probe)
-        except RateLimited as exc:
-            raise SignInThrottled(exc.retry_after) from exc
+    # The token endpoint's limits: failures here and there count together.
+    address = client_address()
+    try:
+        throttle.check(client_id or None, address)
+    except throttle.RateLimited as exc:
+        raise SignInThrottled(exc.retry_after) from exc
     rt = runtime()
     record = rt.clients.get(client_id) if 0 < len(client_id) <= 64 else None
     matched = rt.clients.verify_secret(record, secret, rt.pepper, utcnow())
@@ -85,8 +70,7 @@ def sign_in(client_id: str, secret: str) -> None:
         or record.client_type != "admin"
         or not record.scopes
     ):
-        if limiter is not None:
-            limiter.record_failure(probe, client_id or None)
+        throttle.record_failure(client_id or None, address)
         raise SignInRefused()
     rt.usage.secret_used(matched.id)
     # A new session from scratch: nothing from before sign-in carries over.

@@ -6,7 +6,7 @@ here, `private_key_jwt` in app.oauth.rfc7523. `ClientAuthMixin`, mixed
 into the authorization server, runs the part that is the same for every
 method, in this order:
 
-1. the failure limit (app.state.failures): past it the request is refused with
+1. the failure limit (app.oauth.throttle): past it the request is refused with
    429 before any credential is looked at, so a right secret is refused too;
 2. RFC 6749 §2.3: "The client MUST NOT use more than one authentication
    method in each request": 400 invalid_request;
@@ -54,9 +54,9 @@ class ClientAuthenticationFailed(InvalidClientError):
 
 
 class FailureLimit(Protocol):
-    """What app.state.failures attaches as `rate_limiter`."""
+    """What app.oauth.throttle attaches as `rate_limiter`."""
 
-    def check(self, request: FormRequest) -> None: ...
+    def check_request(self, request: FormRequest) -> None: ...
 
 
 def methods_used(request: FormRequest) -> list[str]:
@@ -124,7 +124,7 @@ class ClientAuthMixin:
     is Authlib's registry of methods (`register_client_auth_method`).
     """
 
-    #: Set by app.state.failures: refuses (429) a client id or address past its limit.
+    #: Set by app.oauth.throttle: refuses (429) a client id or address past its limit.
     rate_limiter: FailureLimit | None = None
     #: Called with (request, client_id) after every failed authentication.
     on_auth_failure: Callable[[FormRequest, str | None], None] | None = None
@@ -139,7 +139,7 @@ class ClientAuthMixin:
         :raise ClientAuthenticationFailed: anything else that is not a success.
         """
         if self.rate_limiter is not None:
-            self.rate_limiter.check(request)
+            self.rate_limiter.check_request(request)
         used = methods_used(request)
         if len(used) > 1:
             raise InvalidRequestError("Use exactly one client authentication method.")

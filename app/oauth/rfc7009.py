@@ -14,7 +14,8 @@ from app.clients.records import ClientRecord
 from app.oauth.requests import FormRequest
 from app.oauth.rfc9068 import AccessToken
 from app.protocol import AUTH_METHODS
-from app.state import jti as revocation
+from app.runtime import runtime
+from app.state.jti import from_timestamp
 
 #: RFC 6749 §5.1, which RFC 7009 §2.2 follows: responses must not be cached.
 NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
@@ -55,8 +56,8 @@ class RevocationEndpoint(_RevocationEndpoint):
         return token
 
     def revoke_token(self, token: AccessToken, request: FormRequest) -> None:
-        expires_at = revocation.from_timestamp(token.claims["exp"])
-        revocation.revoke(token.jti, token.client_id, expires_at)
+        expires_at = from_timestamp(token.claims["exp"])
+        runtime().jti.revoke(token.jti, token.client_id, expires_at)
 
     def create_endpoint_response(self, request: FormRequest):
         status, _body, _headers = super().create_endpoint_response(request)

@@ -35,7 +35,7 @@ from app.oauth.client_auth import AuthMethod, QueryClient
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest
 from app.protocol import SIGNING_ALGS
 from app.runtime import runtime
-from app.state.jti import from_timestamp, use_assertion
+from app.state.jti import from_timestamp
 from app.timeutil import utcnow
 
 # RFC 7523 §3 item 4: "The JWT MUST contain an exp claim"; we also cap how far
@@ -216,7 +216,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
         :raise ServiceUnavailable: the replay cache cannot be reached.
         """
-        return use_assertion(claims["sub"], jti, from_timestamp(claims["exp"] + LEEWAY))
+        expires_at = from_timestamp(claims["exp"] + LEEWAY)
+        return runtime().jti.use_once(f"{claims['sub']}:{jti}", expires_at)
 
 
 def private_key_jwt(issuer: str, algorithms: Collection[str]) -> AuthMethod:

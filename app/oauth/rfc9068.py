@@ -27,7 +27,6 @@ from jwt.types import Options
 from app.clients.records import ClientRecord
 from app.runtime import runtime
 from app.signing.keys import KeyRing
-from app.state import jti as revocation
 
 # Our tokens are a few hundred bytes; anything much larger is not one of ours.
 MAX_TOKEN_LENGTH = 8 * 1024
@@ -192,4 +191,4 @@ class AccessToken(TokenMixin):
 
     def is_revoked(self) -> bool:
         """On the shared deny-list (RFC 7009); asked of the store every time."""
-        return revocation.is_revoked(self.jti)
+        return runtime().jti.is_revoked(self.jti)

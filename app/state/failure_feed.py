@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,31 @@ class Blocks:
         self._ready = False
 
 
+class Source(Protocol):
+    """Where a feed hears of blocks: PostgreSQL LISTEN/NOTIFY or Redis pub/sub."""
+
+    def connect(self) -> None:
+        """Subscribe; only once this returns is no message missed."""
+
+    def load(self, window_start: int) -> list[tuple[int, int, str]]:
+        """(window_start, count, key) of the blocks the store already holds for a window."""
+
+    def messages(self, timeout: float) -> Iterator[str]:
+        """The payloads that arrive within `timeout` seconds."""
+
+    def heartbeat(self) -> None:
+        """Raise if the connection has died silently."""
+
+    def close(self) -> None: ...
+
+
 class PostgresSource:
     """LISTEN on a connection of its own; the blocks are rows of auth_failures."""
 
     def __init__(self, conninfo: str, min_limit: int) -> None:
         self.conninfo = conninfo
         self.min_limit = min_limit
-        self.conn = None
+        self.conn: Any = None
 
     def connect(self) -> None:
         import psycopg
@@ -161,8 +180,8 @@ class RedisSource:
 
     def __init__(self, client_factory: Callable[[], object]) -> None:
         self.client_factory = client_factory
-        self.client = None
-        self.pubsub = None
+        self.client: Any = None
+        self.pubsub: Any = None
 
     def connect(self) -> None:
         self.client = self.client_factory()
@@ -204,7 +223,7 @@ def _text(value: bytes | str) -> str:
 class Feed:
     """A daemon thread that keeps `blocks` current from a source."""
 
-    def __init__(self, source, window: Callable[[], int]) -> None:
+    def __init__(self, source: Source, window: Callable[[], int]) -> None:
         self.source = source
         self.window = window
         self.blocks = Blocks()

@@ -4,11 +4,17 @@ Both are keyed by a `jti` and live exactly as long as the JWT they name
 could still be accepted, so neither grows without bound:
 
 - the deny-list (RFC 7009): a revoked access token's `jti` until its `exp`;
-- the replay cache (RFC 7523 §3, RFC 7521 §5.2): a client assertion's
-  `client_id:jti` until the assertion's `exp`.
+- the replay cache (RFC 7523 §3, RFC 7521 §5.2): a key the caller makes
+  unique (for assertions `client_id:jti`) until the assertion's `exp`.
 
-With REDIS_URL set they are Redis keys with a TTL; without it, rows in
-`revoked_tokens` and `used_assertions`, purged after expiry. Nothing is held
+`JtiStore` is the interface; `create_app` picks one backend (`store_for`):
+
+- `RedisJtiStore` with REDIS_URL: keys with a TTL;
+- `PostgresJtiStore` on PostgreSQL: rows of `revoked_tokens` and
+  `used_assertions`, one autocommit statement per call (app/state/autocommit.py);
+- `SqlJtiStore` elsewhere (SQLite): the same rows through SQLAlchemy Core.
+
+The two database backends delete expired rows now and then. Nothing is held
 in process memory, so a revocation or a used assertion counts on every
 instance at once. Issuing a token writes nothing here.
 """
@@ -20,17 +26,15 @@ import math
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 import redis
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import ServiceUnavailable
-from app.extensions import db
 from app.models import RevokedToken, UsedAssertion
-from app.state.autocommit import postgres_reader
-from app.state.redis import redis_client
+from app.state.autocommit import AutocommitExecutor
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,97 @@ ASSERTION_PREFIX = "ccs:assertion:"
 # seconds, or after this many inserts, whichever is first.
 PURGE_INTERVAL = 60.0
 PURGE_EVERY = 100
+
+
+class JtiStore(Protocol):
+    """The deny-list and the replay cache, shared by every instance."""
+
+    def revoke(self, jti: str, client_id: str, expires_at: datetime) -> None:
+        """Deny the token `jti` (issued to `client_id`) until `expires_at`; twice is a no-op.
+
+        Visible to every instance as soon as this returns.
+
+        :raises ServiceUnavailable: the store is configured but unreachable.
+        """
+
+    def is_revoked(self, jti: str) -> bool:
+        """Whether the token `jti` is denied; asks the shared store every time.
+
+        :raises ServiceUnavailable: the store is unreachable (fail closed).
+        """
+
+    def use_once(self, key: str, expires_at: datetime) -> bool:
+        """Record `key` until `expires_at`; False when it is already recorded and unexpired.
+
+        Of several racing calls with one key exactly one gets True.
+
+        :raises ServiceUnavailable: the store is unreachable (fail closed).
+        """
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        """Delete entries past their expiry; returns how many (Redis expires its own: 0)."""
+
+
+def store_for(
+    redis_client: redis.Redis | None, executor: AutocommitExecutor | None, engine: sa.Engine
+) -> JtiStore:
+    """The backend for this deployment: Redis if configured, else PostgreSQL, else SQL."""
+    if redis_client is not None:
+        return RedisJtiStore(redis_client)
+    if executor is not None:
+        return PostgresJtiStore(executor)
+    return SqlJtiStore(engine)
+
+
+def from_timestamp(value: int | float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _ttl(expires_at: datetime) -> int:
+    return max(1, math.ceil((expires_at - utcnow()).total_seconds()))
+
+
+# --- Redis ------------------------------------------------------------------------
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable:
+    log.error("shared state (Redis) unavailable: %s", type(exc).__name__)
+    return ServiceUnavailable(
+        "Shared state is unavailable; retry later.", headers={"Retry-After": "1"}
+    )
+
+
+class RedisJtiStore:
+    """Keys with a TTL: Redis drops each entry when the JWT it names expires."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def revoke(self, jti: str, client_id: str, expires_at: datetime) -> None:
+        if expires_at <= utcnow():
+            return
+        try:
+            self.client.set(REVOKED_PREFIX + jti, client_id, ex=_ttl(expires_at))
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def is_revoked(self, jti: str) -> bool:
+        try:
+            return bool(self.client.exists(REVOKED_PREFIX + jti))
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def use_once(self, key: str, expires_at: datetime) -> bool:
+        try:
+            return bool(self.client.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at)))
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        return 0
+
+
+# --- the database backends ------------------------------------------------------
 
 
 class _Purger:
@@ -62,151 +157,133 @@ class _Purger:
             return False
 
 
-def _purger() -> _Purger:
-    return current_app.extensions.setdefault("ccserver.revocation", _Purger())
+class _DatabaseJtiStore:
+    """The purge both database backends share; a subclass says how to delete."""
+
+    def __init__(self) -> None:
+        self._purger = _Purger()
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        raise NotImplementedError
+
+    def _maybe_purge(self) -> None:
+        if self._purger.due():
+            try:
+                self.purge_expired()
+            except sa.exc.SQLAlchemyError:  # the purge is housekeeping; the next one retries
+                log.warning("could not purge expired revocation rows")
 
 
-def _unavailable(exc: Exception) -> ServiceUnavailable:
-    log.error("shared state (Redis) unavailable: %s", type(exc).__name__)
-    return ServiceUnavailable(
-        "Shared state is unavailable; retry later.", headers={"Retry-After": "1"}
-    )
-
-
-def _ttl(expires_at: datetime) -> int:
-    return max(1, math.ceil((expires_at - utcnow()).total_seconds()))
-
-
-def from_timestamp(value: int | float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
-def purge_expired(now: datetime | None = None) -> int:
-    """Delete deny-list and replay-cache rows past their expiry; returns how many."""
-    now = now or utcnow()
-    with db.engine.begin() as conn:
-        revoked = conn.execute(sa.delete(RevokedToken).where(RevokedToken.expires_at <= now))
-        used = conn.execute(sa.delete(UsedAssertion).where(UsedAssertion.expires_at <= now))
-    return (revoked.rowcount or 0) + (used.rowcount or 0)
-
-
-def _maybe_purge() -> None:
-    if _purger().due():
-        try:
-            purge_expired()
-        except sa.exc.SQLAlchemyError:  # the purge is housekeeping; the next one retries
-            log.warning("could not purge expired revocation rows")
-
-
-# --- deny-list (RFC 7009) -----------------------------------------------------
-
-
-def revoke(jti: str, client_id: str, expires_at: datetime) -> None:
-    """Deny the token `jti` until `expires_at`; revoking twice is a no-op.
-
-    Committed at once in its own transaction, so every instance sees it as
-    soon as the response is sent.
-
-    :raises ServiceUnavailable: Redis is configured but unreachable.
-    """
-    if expires_at <= utcnow():
-        return
-    client = redis_client()
-    if client is not None:
-        try:
-            client.set(REVOKED_PREFIX + jti, client_id, ex=_ttl(expires_at))
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        return
-    try:
-        with db.engine.begin() as conn:
-            conn.execute(
-                sa.insert(RevokedToken).values(jti=jti, client_id=client_id, expires_at=expires_at)
-            )
-    except IntegrityError:
-        pass  # already revoked
-    _maybe_purge()
-
-
+_PG_REVOKE = """
+INSERT INTO revoked_tokens (jti, client_id, expires_at) VALUES (%s, %s, %s)
+ON CONFLICT (jti) DO NOTHING
+"""
 _PG_IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = %s AND expires_at > %s"
-
-
-def is_revoked(jti: str) -> bool:
-    """Whether the token `jti` was revoked; asks the shared store every time.
-
-    :raises ServiceUnavailable: Redis is configured but unreachable (fail closed).
-    """
-    client = redis_client()
-    if client is not None:
-        try:
-            return bool(client.exists(REVOKED_PREFIX + jti))
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-    reader = postgres_reader()
-    if reader is not None:
-        return bool(reader.fetch(_PG_IS_REVOKED, (jti, utcnow())))
-    found = db.session.execute(
-        sa.select(RevokedToken.jti).where(
-            RevokedToken.jti == jti, RevokedToken.expires_at > utcnow()
-        )
-    ).first()
-    return found is not None
-
-
-# --- replay cache (RFC 7523 §3 item 7) ----------------------------------------
-
-# One autocommit statement on PostgreSQL: a new jti is inserted, a row left by
-# an expired assertion with the same jti is taken over, and a live row (a
-# replay) returns nothing. The row lock of ON CONFLICT makes racing uses of
-# one jti give exactly one success.
-_PG_USE_ASSERTION = """
+# A new key is inserted, a row left by an expired entry with the same key is
+# taken over, and a live row (a replay) returns nothing. The row lock of ON
+# CONFLICT makes racing uses of one key give exactly one success.
+_PG_USE_ONCE = """
 INSERT INTO used_assertions (key, expires_at) VALUES (%s, %s)
 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
  WHERE used_assertions.expires_at <= %s
 RETURNING 1
 """
+_PG_PURGE = """
+WITH revoked AS (DELETE FROM revoked_tokens WHERE expires_at <= %s RETURNING 1),
+     used AS (DELETE FROM used_assertions WHERE expires_at <= %s RETURNING 1)
+SELECT (SELECT count(*) FROM revoked) + (SELECT count(*) FROM used)
+"""
 
 
-def use_assertion(client_id: str, jti: str, expires_at: datetime) -> bool:
-    """Record an assertion's jti; False when it was already used and is unexpired.
+class PostgresJtiStore(_DatabaseJtiStore):
+    """Rows in PostgreSQL, one autocommit statement per call."""
 
-    The insert commits in its own short transaction: the token endpoint never
-    commits, and a second instance must see the jti at once.
+    def __init__(self, executor: AutocommitExecutor) -> None:
+        super().__init__()
+        self.executor = executor
 
-    :raises ServiceUnavailable: Redis is configured but unreachable (fail closed).
-    """
-    key = f"{client_id}:{jti}"
-    client = redis_client()
-    if client is not None:
-        try:
-            return bool(client.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at)))
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-    now = utcnow()
-    reader = postgres_reader()
-    if reader is not None:
-        fresh = bool(reader.fetch(_PG_USE_ASSERTION, (key, expires_at, now)))
+    def revoke(self, jti: str, client_id: str, expires_at: datetime) -> None:
+        if expires_at <= utcnow():
+            return
+        self.executor.execute(_PG_REVOKE, (jti, client_id, expires_at))
+        self._maybe_purge()
+
+    def is_revoked(self, jti: str) -> bool:
+        return bool(self.executor.fetch(_PG_IS_REVOKED, (jti, utcnow())))
+
+    def use_once(self, key: str, expires_at: datetime) -> bool:
+        fresh = bool(self.executor.fetch(_PG_USE_ONCE, (key, expires_at, utcnow())))
         if fresh:
-            _maybe_purge()
+            self._maybe_purge()
         return fresh
-    for attempt in range(2):
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        return int(self.executor.fetch(_PG_PURGE, (now, now))[0][0])
+
+
+class SqlJtiStore(_DatabaseJtiStore):
+    """Rows through SQLAlchemy Core on the app's engine, each write in its own transaction.
+
+    Never the request's session: a revocation or a used assertion must be
+    committed (and so seen by every instance) even when the request ends in
+    an error, and the token endpoint never commits.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def revoke(self, jti: str, client_id: str, expires_at: datetime) -> None:
+        if expires_at <= utcnow():
+            return
         try:
-            with db.engine.begin() as conn:
-                conn.execute(sa.insert(UsedAssertion).values(key=key, expires_at=expires_at))
-        except IntegrityError:
-            if attempt:
-                return False
-            # A row left from an earlier, now expired, assertion with this jti
-            # does not make this one a replay; drop it and try once more.
-            with db.engine.begin() as conn:
-                gone = conn.execute(
-                    sa.delete(UsedAssertion).where(
-                        UsedAssertion.key == key, UsedAssertion.expires_at <= now
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(RevokedToken).values(
+                        jti=jti, client_id=client_id, expires_at=expires_at
                     )
-                ).rowcount
-            if not gone:
-                return False
-        else:
-            _maybe_purge()
-            return True
-    return False
+                )
+        except IntegrityError:
+            pass  # already revoked
+        self._maybe_purge()
+
+    def is_revoked(self, jti: str) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(RevokedToken.jti).where(
+                    RevokedToken.jti == jti, RevokedToken.expires_at > utcnow()
+                )
+            ).first()
+        return found is not None
+
+    def use_once(self, key: str, expires_at: datetime) -> bool:
+        now = utcnow()
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.insert(UsedAssertion).values(key=key, expires_at=expires_at))
+            except IntegrityError:
+                if attempt:
+                    return False
+                # A row left by an earlier, now expired, entry with this key
+                # does not make this one a replay; drop it and try once more.
+                with self.engine.begin() as conn:
+                    gone = conn.execute(
+                        sa.delete(UsedAssertion).where(
+                            UsedAssertion.key == key, UsedAssertion.expires_at <= now
+                        )
+                    ).rowcount
+                if not gone:
+                    return False
+            else:
+                self._maybe_purge()
+                return True
+        return False
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            revoked = conn.execute(sa.delete(RevokedToken).where(RevokedToken.expires_at <= now))
+            used = conn.execute(sa.delete(UsedAssertion).where(UsedAssertion.expires_at <= now))
+        return (revoked.rowcount or 0) + (used.rowcount or 0)

@@ -1,5 +1,6 @@
 """Integration: the token path's client records read the same from PostgreSQL's one
-statement (app/state/autocommit.py, on a cache miss) as from the portable Core selects.
+statement (`PostgresRecordLoader` on app/state/autocommit.py, on a cache miss) as from
+the portable Core selects (`SqlRecordLoader`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.clients.records import ClientStore, load_record, load_record_postgres
+from app.clients.records import (
+    ClientStore,
+    PostgresRecordLoader,
+    SqlRecordLoader,
+    loader_for,
+)
 from app.extensions import db
 from app.models import ClientSecret
-from app.state.autocommit import postgres_reader
+from app.runtime import runtime
 from app.timeutil import utcnow
 from tests.oauth.assertions import make_key, register_key
 
@@ -29,9 +35,11 @@ def as_dict(record) -> dict:
 
 def test_one_statement_reads_what_the_core_selects_read(app, client, factory):
     with app.app_context():
-        reader = postgres_reader()
-        if reader is None:
+        executor = runtime().autocommit
+        if executor is None:
             pytest.skip("PostgreSQL only")
+        one_statement = PostgresRecordLoader(executor)
+        core_selects = SqlRecordLoader(db.engine)
     cid, _ = factory.client("acme", scopes=["read", "write"], audiences=["https://a.example"])
     headers = factory.admin_headers("acme")
     # A second secret that expires, and a registered key: every nested shape is filled.
@@ -46,9 +54,8 @@ def test_one_statement_reads_what_the_core_selects_read(app, client, factory):
         )
         first.expires_at = expiry
         db.session.commit()
-        with db.engine.connect() as conn:
-            core = load_record(conn, cid)
-        one = load_record_postgres(reader, cid)
+        core = core_selects.load(cid)
+        one = one_statement.load(cid)
         assert as_dict(one) == as_dict(core)
         assert len(one.secrets) == 2 and len(one.keys) == 1
         assert expiry in {s.expires_at for s in one.secrets}
@@ -57,16 +64,58 @@ def test_one_statement_reads_what_the_core_selects_read(app, client, factory):
         )
         # Unknown and impossible ids name no client, without an error.
         for missing in ("no-such-client", "", "x" * 65, "a\x00b"):
-            assert load_record_postgres(reader, missing) is None
+            assert one_statement.load(missing) is None
+            assert core_selects.load(missing) is None
 
 
 def test_expired_cache_entries_are_swept(app):
     """A worker that sees many clients keeps only those seen within the TTL."""
-    store = ClientStore(ttl=0.2)
     with app.app_context():
+        store = ClientStore(0.2, loader_for(runtime().autocommit, db.engine))
         for i in range(50):
             assert store.get(f"unknown-{i}") is None
         assert len(store._cache) == 50
         time.sleep(0.25)
         store.get("one-more")
         assert list(store._cache) == ["one-more"]
+
+
+@pytest.fixture(params=["sql", "postgres"])
+def loader(request, app):
+    with app.app_context():
+        executor = runtime().autocommit
+        engine = db.engine
+    if request.param == "postgres":
+        if executor is None:
+            pytest.skip("PostgreSQL only")
+        return PostgresRecordLoader(executor)
+    return SqlRecordLoader(engine)
+
+
+def test_loader_reads_a_client_with_its_secrets_and_keys(app, client, factory, loader):
+    cid, _ = factory.client("acme", scopes=["read", "write"], audiences=["https://a.example"])
+    headers = factory.admin_headers("acme")
+    register_key(client, headers, cid, make_key("ES256"))
+    with app.app_context():
+        secret_ids = set(
+            db.session.scalars(sa.select(ClientSecret.id).where(ClientSecret.client_id == cid))
+        )
+    record = loader.load(cid)
+    assert record.id == cid
+    assert record.account_id == "acme"
+    assert record.scopes == ("read", "write")
+    assert record.audiences == ("https://a.example",)
+    assert record.disabled is False
+    assert {s.id for s in record.secrets} == secret_ids
+    assert [k.alg for k in record.keys] == ["ES256"]
+    assert record.keys[0].public_jwk["kty"] == "EC"
+    for missing in ("no-such-client", "", "x" * 65, "a\x00b"):
+        assert loader.load(missing) is None
+
+
+def test_loader_for_picks_the_one_statement_on_postgresql(app):
+    with app.app_context():
+        executor = runtime().autocommit
+        chosen = loader_for(executor, db.engine)
+    expected = SqlRecordLoader if executor is None else PostgresRecordLoader
+    assert type(chosen) is expected

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app import create_app
 from app.extensions import db
-from app.state.autocommit import postgres_reader
+from app.runtime import runtime
 from tests.conftest import basic_auth
 
 TOKEN = {"grant_type": "client_credentials"}
@@ -189,10 +189,10 @@ def test_exhausted_pool_is_503_not_500(app, factory):
     with app.app_context():
         app.extensions["ccserver"].clients.clear()
         held = [db.engine.connect(), db.engine.connect()]  # every connection of the pool
-        reader = postgres_reader()
-        if reader is not None:
-            # The token path's own reads (app/state/autocommit.py) have a pool of the same size.
-            held += [reader.engine.connect(), reader.engine.connect()]
+        executor = runtime().autocommit
+        if executor is not None:
+            # The token path's statements (app/state/autocommit.py) have a pool of the same size.
+            held += [executor.engine.connect(), executor.engine.connect()]
         try:
             started = time.monotonic()
             assert_oauth_503(

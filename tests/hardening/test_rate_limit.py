@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from app.runtime import runtime
 from tests.conftest import basic_auth
 
 WINDOW = 2
@@ -117,10 +118,10 @@ def test_limit_refuses_right_secret_and_ends_with_window(app, client, factory):
     # 429-answered attempts are not failures: the stored count stays at the limit.
     for i in range(30):
         assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"y{i}")))
-    with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"}):
-        limiter = app.extensions["ccserver.ratelimit"]
+    with app.app_context():
+        counters = runtime().throttle.counters
         window_start = int(time.time() // WINDOW) * WINDOW
-        counts = limiter._counters().counts([f"client:{cid}", "addr:127.0.0.1"], window_start)
+        counts = counters.store.counts([f"client:{cid}", "addr:127.0.0.1"], window_start)
     assert counts == [20, 20]
     # Another client from the same address is unaffected (address limit is 300).
     factory.token(other_cid, other_secret)

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import RevokedToken, UsedAssertion
-from app.state import jti as revocation
-from app.state.redis import redis_client
+from app.runtime import runtime
+from app.state import jti as jti_state
 from app.timeutil import utcnow
 from tests.conftest import basic_auth
 from tests.oauth.assertions import (
@@ -73,7 +73,7 @@ def test_revoke_own_token(app, client, factory, owner, backend):
     if backend == "redis":
         jti = jwt.decode(token, options={"verify_signature": False})["jti"]
         with app.app_context():
-            ttl = redis_client().ttl(revocation.REVOKED_PREFIX + jti)
+            ttl = runtime().redis.ttl(jti_state.REVOKED_PREFIX + jti)
         # The deny-list entry lives exactly as long as the token would have.
         assert 3590 <= ttl <= 3600
         assert revoked_rows(app) == 0
@@ -169,10 +169,10 @@ def test_purge_keeps_the_deny_list_bounded(app, client, factory, owner, backend,
             [{"key": f"{owner[0]}:old-{i}", "expires_at": past} for i in range(50)],
         )
         db.session.commit()
-        assert revocation.is_revoked("old-1") is False  # expired rows never count
+        assert runtime().jti.is_revoked("old-1") is False  # expired rows never count
     assert revoked_rows(app) == 50
     # Purge on the next insert rather than waiting a minute.
-    monkeypatch.setattr(revocation, "PURGE_EVERY", 1)
+    monkeypatch.setattr(jti_state, "PURGE_EVERY", 1)
     token = factory.token(*owner)["access_token"]
     assert revoke(client, owner, token).status_code == 200
     with app.app_context():
@@ -196,9 +196,9 @@ def test_purge_expired_function(app, owner, backend):
             ],
         )
         db.session.commit()
-        assert revocation.purge_expired() == 1
+        assert runtime().jti.purge_expired() == 1
         assert db.session.scalars(sa.select(RevokedToken.jti)).all() == ["kept"]
-        assert revocation.is_revoked("kept") is True
+        assert runtime().jti.is_revoked("kept") is True
 
 
 def test_replay_cache_takes_over_expired_rows_and_admits_one_racer(app, owner, backend):
@@ -214,9 +214,9 @@ def test_replay_cache_takes_over_expired_rows_and_admits_one_racer(app, owner, b
                 [{"key": f"{owner[0]}:reused", "expires_at": now - timedelta(seconds=1)}],
             )
             db.session.commit()
-        assert revocation.use_assertion(owner[0], "reused", later) is True
-        assert revocation.use_assertion(owner[0], "reused", later) is False
-        assert revocation.use_assertion("another-client", "reused", later) is True
+        assert runtime().jti.use_once(f"{owner[0]}:reused", later) is True
+        assert runtime().jti.use_once(f"{owner[0]}:reused", later) is False
+        assert runtime().jti.use_once("another-client:reused", later) is True
 
     results: list[bool] = []
     start = threading.Barrier(12)
@@ -224,7 +224,7 @@ def test_replay_cache_takes_over_expired_rows_and_admits_one_racer(app, owner, b
     def use() -> None:
         with app.app_context():
             start.wait()
-            results.append(revocation.use_assertion(owner[0], "raced", later))
+            results.append(runtime().jti.use_once(f"{owner[0]}:raced", later))
 
     threads = [threading.Thread(target=use) for _ in range(12)]
     for thread in threads:

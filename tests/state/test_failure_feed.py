@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.runtime import Runtime
 from app.state import failures
 from app.state.failure_feed import APPLICATION_NAME, Blocks, parse_payload, payload
-from app.state.redis import redis_client
 from tests.conftest import basic_auth
 
 WINDOW = 6
@@ -57,7 +57,7 @@ def feeds(on_postgres, backend):
 def counter_reads(monkeypatch) -> list[int]:
     """How often any instance read the shared counters (the per-request fallback)."""
     calls = [0]
-    for cls in (failures._DatabaseCounters, failures._RedisCounters):
+    for cls in (failures.SqlCounters, failures.PostgresCounters, failures.RedisCounters):
         real = cls.counts
 
         def spy(self, keys, window_start, real=real):
@@ -68,8 +68,12 @@ def counter_reads(monkeypatch) -> list[int]:
     return calls
 
 
-def limiter(app) -> failures.RateLimiter:
-    return app.extensions["ccserver.ratelimit"]
+def runtime_of(app) -> Runtime:
+    return app.extensions["ccserver"]
+
+
+def limiter(app) -> failures.FailureCounters:
+    return runtime_of(app).throttle.counters
 
 
 def wait_trusted(app, seconds: float = 10) -> None:
@@ -80,7 +84,7 @@ def wait_trusted(app, seconds: float = 10) -> None:
         while time.monotonic() < deadline:
             blocks = lim.blocks()
             assert blocks is not None
-            if blocks.trusted(lim._window()[0]):
+            if blocks.trusted(lim.window_start()):
                 return
             time.sleep(0.02)
     raise AssertionError("the rate-limit feed never became ready")
@@ -161,7 +165,7 @@ def test_instance_started_during_a_block_loads_it(app, client, factory, feeds, m
 def _kill_feed_connections(app, backend: str) -> None:
     with app.app_context():
         if backend == "redis":
-            redis_client().client_kill_filter(_type="pubsub")
+            runtime_of(app).redis.client_kill_filter(_type="pubsub")
         else:
             with db.engine.begin() as conn:
                 conn.execute(
@@ -191,7 +195,7 @@ def test_lost_feed_falls_back_to_reads_then_recovers(
     _kill_feed_connections(app, backend)
     with other.app_context():
         lim = limiter(other)
-        window_start = lim._window()[0]
+        window_start = lim.window_start()
         # The feed notices its dead connection within its poll interval...
         assert eventually(lambda: not lim.blocks().trusted(window_start), seconds=3)
     reads_before = counter_reads[0]
@@ -274,7 +278,7 @@ def test_a_disposed_engine_stops_the_feed_and_the_next_check_starts_another(app,
         wait_trusted(app)
         db.engine.dispose()
         assert first.stopped
-        assert not first.blocks.trusted(lim._window()[0])
+        assert not first.blocks.trusted(lim.window_start())
         second = lim.feed()
         assert second is not first
     wait_trusted(app)

@@ -1,0 +1,155 @@
+"""Limits on failed client authentications: the token, introspection and revocation
+endpoints and the console's sign-in share them.
+
+Failures are counted per claimed client id and per client address (see
+`app.http.client_address`) in fixed windows of AUTH_FAILURE_WINDOW seconds. Once either
+count reaches its limit (AUTH_FAILURE_LIMIT_CLIENT, AUTH_FAILURE_LIMIT_ADDRESS;
+0 turns a limit off) every request naming that client or coming from that
+address is refused with `429 slow_down` and a `Retry-After` header until the
+window ends, before its credentials are checked: even correct credentials
+are refused, so the limit cannot be used to confirm a guessed secret.
+Refused attempts are not counted, so when the window ends the counts start
+from zero and no attacker can lock a client out for longer than one window.
+
+`slow_down` is the token-endpoint error registered by RFC 8628 §3.5 (OAuth
+Extensions Error Registry, RFC 6749 §8.5) for "polling too fast".
+
+The counting itself, shared by every instance and answered without I/O while
+the block feed is up, is app/state/failures.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+import sqlalchemy as sa
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import Flask
+
+from app.http.client_address import client_address
+from app.oauth.requests import FormRequest, parse_basic_credentials
+from app.runtime import runtime
+from app.state.failures import CounterStore, FailureCounters, counter_key
+
+
+class RateLimited(OAuth2Error):
+    """429 slow_down with Retry-After: too many failed client authentications."""
+
+    error = "slow_down"
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            description="Too many failed client authentications; retry later.",
+            status_code=429,
+        )
+        self.retry_after = retry_after
+
+    def get_headers(self):
+        headers = super().get_headers()
+        headers.append(("Retry-After", str(self.retry_after)))
+        return headers
+
+
+def claimed_client_id(request: FormRequest) -> str | None:
+    """The client id a token, introspection or revocation request claims, unverified."""
+    data = request.payload.data
+    header = request.headers.get("Authorization")
+    if header:
+        credentials = parse_basic_credentials(header)
+        return credentials[0] if credentials else None
+    assertion = data.get("client_assertion")
+    if assertion:
+        try:
+            # Only to name the counter: the assertion is verified elsewhere.
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            claims = {}
+        subject = claims.get("sub") if isinstance(claims, dict) else None
+        if isinstance(subject, str) and subject:
+            return subject
+    client_id = data.get("client_id")
+    return client_id or None
+
+
+class Throttle:
+    """The failed-authentication limits over one app's shared failure counters."""
+
+    def __init__(self, counters: FailureCounters, limit_client: int, limit_address: int) -> None:
+        self.counters = counters
+        self.limit_client = limit_client
+        self.limit_address = limit_address
+        self.enabled = limit_client > 0 or limit_address > 0
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], store: CounterStore, engine: sa.Engine
+    ) -> Throttle:
+        limit_client = int(config["AUTH_FAILURE_LIMIT_CLIENT"])
+        limit_address = int(config["AUTH_FAILURE_LIMIT_ADDRESS"])
+        counters = FailureCounters(
+            store,
+            int(config["AUTH_FAILURE_WINDOW"]),
+            engine,
+            min_limit=min((n for n in (limit_client, limit_address) if n > 0), default=1),
+            use_feed=bool(config.get("AUTH_FAILURE_FEED", True)),
+        )
+        return cls(counters, limit_client, limit_address)
+
+    def _limits(self, client_id: str | None, address: str) -> dict[str, int]:
+        limits = {}
+        if client_id and self.limit_client > 0:
+            limits[counter_key("client", client_id)] = self.limit_client
+        if self.limit_address > 0:
+            limits[counter_key("addr", address)] = self.limit_address
+        return limits
+
+    def check(self, client_id: str | None, address: str) -> None:
+        """Refuse a client id or address past its limit.
+
+        :raise RateLimited: 429 with the seconds left in the window.
+        """
+        if not self.enabled:
+            return
+        limits = self._limits(client_id, address)
+        if limits and not self.counters.test(limits):
+            raise RateLimited(self.counters.resets_in())
+
+    def record_failure(self, client_id: str | None, address: str) -> None:
+        """Count one failed authentication for its client id and address."""
+        if self.enabled:
+            self.counters.hit(self._limits(client_id, address))
+
+    def check_request(self, request: FormRequest) -> None:
+        """`check` for the client id an OAuth request claims and its address.
+
+        :raise RateLimited: 429 with the seconds left in the window.
+        """
+        if self.enabled:
+            self.check(claimed_client_id(request), client_address())
+
+    def record_request_failure(self, request: FormRequest, client_id: str | None = None) -> None:
+        """`record_failure` for an OAuth request: its claimed client id, else `client_id`."""
+        if self.enabled:
+            self.record_failure(claimed_client_id(request) or client_id, client_address())
+
+    def init_app(self, app: Flask) -> None:
+        """Refuse and count at the app's authorization server."""
+        server = app.extensions["ccserver.oauth"]
+        server.rate_limiter = self
+        server.on_auth_failure = self.record_request_failure
+
+
+def check(client_id: str | None, address: str) -> None:
+    """Refuse a client id or address past its limit (the current app's throttle).
+
+    :raise RateLimited: 429 with the seconds left in the window.
+    """
+    runtime().throttle.check(client_id, address)
+
+
+def record_failure(client_id: str | None, address: str) -> None:
+    """Count one failed authentication for its client id and address (the current app's)."""
+    runtime().throttle.record_failure(client_id, address)
