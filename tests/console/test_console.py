@@ -540,3 +540,24 @@ def test_console_system_admin_without_keys_scopes_cannot_create_a_keys_admin(fac
         {"name": "keyadmin", "client_type": "admin", "scopes": "keys:write"},
     )
     assert response.status_code == 400
+
+
+def test_signin_and_the_token_endpoint_share_one_limit(make_app, factory):
+    limited = make_app(AUTH_FAILURE_LIMIT_CLIENT=3)
+    cid, secret = factory.admin("acme")
+    http = limited.test_client()
+    for _ in range(2):
+        response = http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            headers=basic_auth(cid, "ccs_wrong"),
+        )
+        assert response.status_code == 401
+    console = Console(http)
+    assert console.signin(cid, "ccs_wrong").status_code == 401
+    # Three failures in all: both faces now refuse even the right secret.
+    assert console.signin(cid, secret).status_code == 429
+    response = http.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic_auth(cid, secret)
+    )
+    assert response.status_code == 429
