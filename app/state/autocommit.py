@@ -8,8 +8,8 @@ ROLLBACK on return: four round trips and about 0.5 ms of CPU around a query
 that costs a tenth of that. Here a statement (a read, or a write that must
 be visible to every instance at once) runs on a driver connection in
 autocommit mode instead. Without the pre-ping a dead connection (database
-restart) is noticed by the statement itself: the pool is then emptied and
-the statement tried once more on a new connection. Errors come out as
+restart) is noticed by the statement itself: every connection the pool
+had then is replaced, and the statement tried once more on a new one. Errors come out as
 SQLAlchemy's OperationalError, which the app answers with 503.
 
 PostgreSQL only: `create_app` makes one executor when the database is
@@ -74,16 +74,23 @@ class AutocommitExecutor:
                 finally:
                     cursor.close()
             except self.dbapi_error as error:
-                conn.invalidate()
-                self.engine.dispose()  # the other pooled connections died with it
-                if attempt == 2 or not self._disconnect(error):
+                # A statement error leaves an autocommit connection usable.
+                if not self._disconnect(error, conn):
+                    raise sa.exc.OperationalError(query, None, error) from error
+                # The other pooled connections died with it: as SQLAlchemy does
+                # on a disconnect, every connection of this generation is
+                # replaced at its next checkout. (Disposing of the pool instead
+                # would orphan the connections other threads hold.)
+                self.engine.pool._invalidate(conn, error)
+                if attempt == 2:
                     raise sa.exc.OperationalError(query, None, error) from error
             finally:
                 conn.close()  # back to the pool (a no-op once invalidated)
         raise AssertionError("unreachable")
 
-    def _disconnect(self, error: Any) -> bool:
-        return self.engine.dialect.is_disconnect(error, None, None)
+    def _disconnect(self, error: Any, conn: Any) -> bool:
+        # The driver connection is needed: psycopg's dialect judges by its state.
+        return self.engine.dialect.is_disconnect(error, conn.dbapi_connection, None)
 
 
 def executor_for(engine: sa.Engine, options: Mapping[str, Any]) -> AutocommitExecutor | None:
