@@ -77,10 +77,10 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     # set, else PostgreSQL's autocommit statements, else plain SQL (SQLite).
     with app.app_context():
         engine = db.engine
-    redis_client = connect_redis(app.config.get("REDIS_URL"))
+    redis_client = connect_redis(settings.redis_url)
     executor = executor_for(engine, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
     runtime = Runtime(
-        clients=ClientStore(app.config["CLIENT_CACHE_TTL"], loader_for(executor, engine)),
+        clients=ClientStore(settings.client_cache_ttl, loader_for(executor, engine)),
         keyring=KeyRing(
             app.config["KEYS_DIR"],
             app.config["KEYS_PASSPHRASE"],
@@ -90,8 +90,8 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
         pepper=pepper,
         usage=UsageTracker(app.config["LAST_USED_RESOLUTION"]),
         jti=jti.store_for(redis_client, executor, engine),
-        throttle=Throttle.from_config(
-            app.config, failures.store_for(redis_client, executor, engine), engine
+        throttle=Throttle.from_settings(
+            settings, failures.store_for(redis_client, executor, engine), engine
         ),
         redis=redis_client,
         autocommit=executor,

@@ -20,9 +20,6 @@ the block feed is up, is app/state/failures.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import jwt
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -31,6 +28,7 @@ from flask import Flask
 from app.http.client_address import client_address
 from app.oauth.requests import FormRequest, parse_basic_credentials
 from app.runtime import runtime
+from app.settings import Settings
 from app.state.failures import CounterStore, FailureCounters, counter_key
 
 
@@ -84,17 +82,15 @@ class Throttle:
         self.enabled = limit_client > 0 or limit_address > 0
 
     @classmethod
-    def from_config(
-        cls, config: Mapping[str, Any], store: CounterStore, engine: sa.Engine
-    ) -> Throttle:
-        limit_client = int(config["AUTH_FAILURE_LIMIT_CLIENT"])
-        limit_address = int(config["AUTH_FAILURE_LIMIT_ADDRESS"])
+    def from_settings(cls, settings: Settings, store: CounterStore, engine: sa.Engine) -> Throttle:
+        limit_client = settings.auth_failure_limit_client
+        limit_address = settings.auth_failure_limit_address
         counters = FailureCounters(
             store,
-            int(config["AUTH_FAILURE_WINDOW"]),
+            settings.auth_failure_window,
             engine,
             min_limit=min((n for n in (limit_client, limit_address) if n > 0), default=1),
-            use_feed=bool(config.get("AUTH_FAILURE_FEED", True)),
+            use_feed=settings.auth_failure_feed,
         )
         return cls(counters, limit_client, limit_address)
 
