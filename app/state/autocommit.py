@@ -9,8 +9,9 @@ that costs a tenth of that. Here a statement (a read, or a write that must
 be visible to every instance at once) runs on a driver connection in
 autocommit mode instead. Without the pre-ping a dead connection (database
 restart) is noticed by the statement itself: every connection the pool
-had then is replaced, and the statement tried once more on a new one. Errors come out as
-SQLAlchemy's OperationalError, which the app answers with 503.
+had then is replaced, and the statement tried once more on a new one.
+Errors come out as SQLAlchemy's OperationalError, which the app answers
+with 503.
 
 PostgreSQL only: `create_app` makes one executor when the database is
 PostgreSQL (`executor_for`), and the stores in app/state and
