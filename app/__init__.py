@@ -109,9 +109,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     _register_blueprints(app)
     from app.signing import rotation
 
-    pipeline.init_app(
-        app, key_schedule=rotation.init_app(app), usage=runtime.usage
-    )
+    pipeline.init_app(app, key_schedule=rotation.init_app(app), usage=runtime.usage)
     logging.getLogger("authlib").setLevel(logging.WARNING)
     from app.oauth import fastpath
 

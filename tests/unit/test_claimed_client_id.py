@@ -7,7 +7,7 @@ import base64
 import jwt
 import pytest
 
-from app.oauth.server import FormRequest
+from app.oauth.requests import FormRequest
 from app.oauth.throttle import claimed_client_id
 
 
