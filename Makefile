@@ -47,8 +47,9 @@ test: .venv
 	$(BIN)/pytest -q
 
 lint: .venv
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations bench
+	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/lint-imports  # layers and no import cycles (.importlinter)
 	$(MAKE) --no-print-directory typecheck
 
 # mypy over app/ ([tool.mypy] in pyproject.toml).
@@ -56,8 +57,8 @@ typecheck: .venv
 	$(BIN)/mypy
 
 format: .venv
-	$(BIN)/ruff format app tests migrations
-	$(BIN)/ruff check --fix app tests migrations
+	$(BIN)/ruff format app tests migrations bench
+	$(BIN)/ruff check --fix app tests migrations bench
 
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 lock: .venv
