@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from app.clients.records import ClientStore
     from app.clients.usage import UsageTracker
+    from app.http.pipeline import Pipeline
+    from app.oauth.server import AuthorizationServer
     from app.oauth.throttle import Throttle
     from app.signing.keys import KeyRing
     from app.state.autocommit import AutocommitExecutor
@@ -46,6 +48,10 @@ class Runtime:
     redis: redis.Redis | None
     #: Single autocommit statements beside the app's pool, on PostgreSQL only.
     autocommit: AutocommitExecutor | None
+    #: The Authlib authorization server (set by `config_oauth`).
+    oauth: AuthorizationServer | None = None
+    #: The ordered request observers that Flask's hooks and the token fast path run.
+    pipeline: Pipeline | None = None
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self
@@ -54,3 +60,8 @@ class Runtime:
 def runtime() -> Runtime:
     """The current app's Runtime."""
     return current_app.extensions[EXTENSION]
+
+
+def runtime_of(app: Flask) -> Runtime:
+    """The given app's Runtime (at start-up, before any app context)."""
+    return app.extensions[EXTENSION]

@@ -22,6 +22,7 @@ from flask import Response as FlaskResponse
 from app.extensions import db
 from app.http import access_log, body_limit, metrics
 from app.http.observer import FlaskRequestView, FlaskResponseView, RequestView, ResponseView
+from app.runtime import runtime_of
 
 # The logger this warning has always had (the hook lived in app/__init__.py).
 log = logging.getLogger("app")
@@ -170,10 +171,12 @@ def init_app(app: Flask, *, key_schedule: object, usage: Flushable) -> Pipeline:
         ]
     )
     pipeline.install(app)
-    app.extensions["ccserver.pipeline"] = pipeline
+    runtime_of(app).pipeline = pipeline
     return pipeline
 
 
 def pipeline_of(app: Flask) -> Pipeline:
     """The app's request pipeline (tests add observers to it)."""
-    return app.extensions["ccserver.pipeline"]
+    pipeline = runtime_of(app).pipeline
+    assert pipeline is not None  # init_app ran in create_app
+    return pipeline

@@ -48,6 +48,7 @@ from app.http.observer import HeaderList, RequestView, ResponseView, response_js
 from app.http.pipeline import attach, pipeline_of
 from app.oauth import views
 from app.oauth.requests import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
+from app.runtime import runtime_of
 
 TOKEN_PATH = "/oauth2/token"
 
@@ -61,7 +62,9 @@ class TokenFastPath:
     def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
-        self.server = app.extensions["ccserver.oauth"]
+        server = runtime_of(app).oauth
+        assert server is not None  # config_oauth runs before install
+        self.server = server
         self.pipeline = pipeline_of(app)
         # The one hook of each kind Flask may run for this endpoint: the pipeline's.
         before, after, teardown = self.pipeline.flask_hooks

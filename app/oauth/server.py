@@ -29,7 +29,7 @@ from app.oauth.rfc7009 import RevocationEndpoint
 from app.oauth.rfc7662 import IntrospectionEndpoint
 from app.oauth.rfc9068 import JWTAccessTokenGenerator, NoSigningKeyError
 from app.protocol import AUTH_METHODS
-from app.runtime import runtime
+from app.runtime import runtime, runtime_of
 
 
 class InvalidTargetError(OAuth2Error):
@@ -144,9 +144,7 @@ def config_oauth(app: Flask) -> AuthorizationServer:
     """Build this app's authorization server: grant, endpoints, token generator, client auth."""
     server = AuthorizationServer()
     server.init_app(app)
-    server.token_generator = JWTAccessTokenGenerator(
-        app.config["ISSUER"], app.extensions["ccserver"].keyring
-    )
+    server.token_generator = JWTAccessTokenGenerator(app.config["ISSUER"], runtime_of(app).keyring)
     server.register_token_generator("default", server.token_generator)
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(IntrospectionEndpoint)
@@ -157,5 +155,5 @@ def config_oauth(app: Flask) -> AuthorizationServer:
         "private_key_jwt",
         rfc7523.private_key_jwt(app.config["ISSUER"], app.config["ASSERTION_SIGNING_ALGS"]),
     )
-    app.extensions["ccserver.oauth"] = server
+    runtime_of(app).oauth = server
     return server

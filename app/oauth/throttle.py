@@ -27,7 +27,7 @@ from flask import Flask
 
 from app.http.client_address import client_address
 from app.oauth.requests import FormRequest, parse_basic_credentials
-from app.runtime import runtime
+from app.runtime import runtime, runtime_of
 from app.settings import Settings
 from app.state.failures import CounterStore, FailureCounters, counter_key
 
@@ -133,7 +133,8 @@ class Throttle:
 
     def init_app(self, app: Flask) -> None:
         """Refuse and count at the app's authorization server."""
-        server = app.extensions["ccserver.oauth"]
+        server = runtime_of(app).oauth
+        assert server is not None  # config_oauth runs first
         server.rate_limiter = self
         server.on_auth_failure = self.record_request_failure
 

@@ -10,12 +10,16 @@ from flask import Blueprint, current_app, jsonify
 
 from app.oauth.requests import ENDPOINT_PATHS, flask_response
 from app.oauth.rfc8414 import server_metadata
+from app.oauth.server import AuthorizationServer
+from app.runtime import runtime
 
 bp = Blueprint("oauth", __name__)
 
 
-def _server():
-    return current_app.extensions["ccserver.oauth"]
+def _server() -> AuthorizationServer:
+    server = runtime().oauth
+    assert server is not None  # config_oauth ran in create_app
+    return server
 
 
 @bp.post(ENDPOINT_PATHS["token"])

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from app.extensions import db
+from app.runtime import runtime
 from app.signing import keys as service
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def run_schedule() -> dict[str, object]:
         purged = service.purge_expired_keys(cfg["KEYS_DIR"])
         db.session.commit()
     if rotated is not None or purged:
-        current_app.extensions["ccserver"].keyring.invalidate()
+        runtime().keyring.invalidate()
     if rotated is not None:
         log.info("scheduled rotation: current signing key is now %s", rotated.kid)
     if purged:

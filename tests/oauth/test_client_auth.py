@@ -12,6 +12,7 @@ from werkzeug.datastructures import EnvironHeaders
 
 from app.oauth.client_auth import ClientAuthenticationFailed
 from app.oauth.requests import RawFormRequest
+from app.runtime import runtime_of
 from tests.conftest import basic_auth
 from tests.oauth.assertions import assertion_form, claims_for, make_key, register_key, sign
 
@@ -20,7 +21,7 @@ FORM = {"CONTENT_TYPE": "application/x-www-form-urlencoded"}
 
 @pytest.fixture
 def server(app):
-    return app.extensions["ccserver.oauth"]
+    return runtime_of(app).oauth
 
 
 @pytest.fixture

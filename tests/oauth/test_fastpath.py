@@ -26,6 +26,7 @@ from werkzeug.test import EnvironBuilder
 from app import create_app
 from app.extensions import db
 from app.http.access_log import ACCESS_LOGGER
+from app.runtime import runtime_of
 from tests.conftest import basic_auth, free_port, serve_wsgi
 
 FORM = "application/x-www-form-urlencoded"
@@ -267,7 +268,7 @@ def test_rate_limited_answers_match(base_config, app, factory, access_lines, mon
 
 def test_no_signing_key_answers_match(app, factory, access_lines, flask_dispatched):
     cid, secret = factory.client()
-    server = app.extensions["ccserver.oauth"]
+    server = runtime_of(app).oauth
     server.token_generator.keyring = types.SimpleNamespace(
         snapshot=lambda: types.SimpleNamespace(current=None)
     )
@@ -345,7 +346,7 @@ def test_database_down_answers_match(down_app, access_lines, monkeypatch):
 
 def test_a_bug_is_a_logged_500(app, factory, access_lines, flask_dispatched, monkeypatch, caplog):
     cid, secret = factory.client()
-    server = app.extensions["ccserver.oauth"]
+    server = runtime_of(app).oauth
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom")
@@ -365,7 +366,7 @@ def test_a_bug_is_a_logged_500(app, factory, access_lines, flask_dispatched, mon
 
 def test_a_bug_propagates_under_testing(app, factory, access_lines, monkeypatch):
     cid, secret = factory.client()
-    server = app.extensions["ccserver.oauth"]
+    server = runtime_of(app).oauth
     monkeypatch.setattr(server, "authenticate_client", lambda *a, **k: 1 / 0)
     for wsgi in (app.wsgi_app, app.wsgi_app.wsgi_app):
         with pytest.raises(ZeroDivisionError):
