@@ -15,12 +15,18 @@ AuditAction = Literal[
     "client.created",
     "client.updated",
     "client.deleted",
+    "client.tokens_revoked",
     "secret.created",
     "secret.rotated",
     "secret.deleted",
     "key.created",
     "key.deleted",
     "signing_key.rotated",
+    "resource_server.created",
+    "resource_server.updated",
+    "resource_server.deleted",
+    "federated_credential.created",
+    "federated_credential.deleted",
 ]
 ACTIONS: frozenset[str] = frozenset(get_args(AuditAction))
 #: Listing cursors name their listing, so one listing's cursor is refused by another.
