@@ -67,8 +67,8 @@ def create_client(body: dict):
         "create",
         account_id=caller.account_id,
         may_set_account=caller.is_system,
-        grantable=caller.scopes,
     )
+    policy.ensure_may_hold(caller.scopes, values["scopes"])
     client, secret, plaintext = service.create_client(
         account_id, values, caller.client_id, runtime().pepper
     )
@@ -155,9 +155,9 @@ def replace_client(client_id: str, body: dict):
 
 def _write_client(client_id: str, mode: str, body: dict):
     client = _locked_for_update(client_id)
-    values, _ = s.client_values(
-        body, mode, current=client, account_id=client.account_id, grantable=g.caller.scopes
-    )
+    policy.ensure_may_manage(g.caller.scopes, client)
+    values, _ = s.client_values(body, mode, current=client, account_id=client.account_id)
+    policy.ensure_may_hold(g.caller.scopes, values.get("scopes", client.scopes))
     _check_if_match(client)
     # Only a PATCH of exactly {"locked": false} passes a lock; a PUT always
     # restates name and more, so it never does.
@@ -174,6 +174,7 @@ def _write_client(client_id: str, mode: str, body: dict):
 def delete_client(client_id: str):
     """Delete a client; its secrets, keys and tokens stop working."""
     client = _locked_for_update(client_id)
+    policy.ensure_may_manage(g.caller.scopes, client)
     _check_if_match(client)
     policy.ensure_unlocked(client)
     service.delete_client(client, g.caller.client_id)

@@ -8,6 +8,7 @@ from app.api import bp
 from app.api import schemas as s
 from app.api.auth import require_scope
 from app.clients import keys as key_service
+from app.clients import policy
 from app.clients.service import get_client
 from app.extensions import db
 
@@ -38,6 +39,7 @@ def create_client_key(client_id: str, body: s.KeyCreate):
     """Register a public key, or with `{}` generate an Ed25519 pair (private half shown once)."""
     # The row lock serializes key changes per client: the five-key limit holds.
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     key, generated = key_service.add_key(
         client, body.get("public_jwk"), g.caller.client_id, expires_in=body.get("expires_in")
     )
@@ -60,6 +62,7 @@ def create_client_key(client_id: str, body: s.KeyCreate):
 def delete_client_key(client_id: str, kid: str):
     """Delete a key; assertions signed with it fail from now on."""
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     key_service.delete_key(client, kid, g.caller.client_id)
     db.session.commit()
     return "", 204

@@ -164,7 +164,10 @@ _PROBLEM_JSON = "application/problem+json"
 _DESCRIPTIONS = {
     400: "Invalid request: bad JSON, wrong field types, unknown or read-only fields (errors[]).",
     401: "Missing, invalid, expired or revoked access token.",
-    403: "The token lacks the scope this call needs.",
+    403: (
+        "insufficient_scope: the token lacks the scope this call needs; "
+        "insufficient_privilege: the client holds a management scope the caller lacks."
+    ),
     404: "No such resource in the caller's account.",
     405: "Method not allowed.",
     409: "Conflict: client_locked, name_taken, too_many_secrets or too_many_keys.",
@@ -213,8 +216,11 @@ def _problem(status: int) -> dict:
         "description": _DESCRIPTIONS[status],
         "content": {_PROBLEM_JSON: {"schema": _ref("Problem")}},
     }
-    if status in (401, 403):
+    if status == 401:
         response["headers"] = {"WWW-Authenticate": _REQUIRED["WWW-Authenticate"]}
+    if status == 403:
+        # insufficient_privilege is about the target client, not the token: no challenge.
+        response["headers"] = {"WWW-Authenticate": _HEADER_SCHEMAS["WWW-Authenticate"]}
     if status == 503:
         response["headers"] = {"Retry-After": _HEADER_SCHEMAS["Retry-After"]}
     return response

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
-from flask import request
+from flask import current_app, request
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -759,6 +759,13 @@ def scope_rule_errors(account_id: str, client_type: str, scopes: list[str]) -> E
     return []
 
 
+def management_audience_errors(client_type: str, audiences: list[str]) -> Errors:
+    """Only admin clients list the management API's audience (docs/api.md §2.1)."""
+    if client_type != "admin" and current_app.config["MANAGEMENT_AUDIENCE"] in audiences:
+        return [{"field": "audiences", "message": "the management audience is for admin clients"}]
+    return []
+
+
 #: The body schema of each way to write a client.
 CLIENT_BODIES: dict[str, Any] = {
     "create": ClientCreate,
@@ -774,14 +781,13 @@ def client_values(
     current: ClientRow | None = None,
     account_id: str,
     may_set_account: bool = False,
-    grantable: frozenset[str] = frozenset(MANAGEMENT_SCOPES),
 ) -> tuple[dict[str, Any], str]:
     """The column values and account of a valid CLIENT_BODIES[mode] body.
 
     `mode` is "create" (POST), "replace" (PUT: omitted optional fields take
     their defaults) or "update" (PATCH: only the fields sent). Rules that span
-    fields are checked on the client as it would be after the change;
-    `grantable` are the management scopes the caller may hand out (its own).
+    fields are checked on the client as it would be after the change. Whether
+    the caller may make that client is app.clients.policy's (403, not 400).
 
     :raise ValidationError: 400 for a rule the body breaks.
     """
@@ -800,13 +806,7 @@ def client_values(
         assert current is not None
         merged = {f: getattr(current, f) for f in MUTABLE_CLIENT_FIELDS} | values
     errors = scope_rule_errors(account_id, merged["client_type"], merged["scopes"] or [])
-    # A caller grants no management scope it lacks itself; else an admin
-    # could mint (or edit itself into) a more powerful admin.
-    before = set(current.scopes or []) if current is not None and mode != "create" else set()
-    for scope in set(merged["scopes"] or []) - before:
-        if scope in MANAGEMENT_SCOPES and scope not in grantable and not errors:
-            message = f"you cannot grant {scope!r}: your token lacks it"
-            errors.append({"field": "scopes", "message": message})
+    errors += management_audience_errors(merged["client_type"], merged["audiences"] or [])
     if errors:
         raise ValidationError(errors)
     return values, account_id

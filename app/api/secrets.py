@@ -7,6 +7,7 @@ from flask import g, url_for
 from app.api import bp
 from app.api import schemas as s
 from app.api.auth import require_scope
+from app.clients import policy
 from app.clients import secrets as secrets_service
 from app.clients.service import get_client
 from app.errors import NotFound
@@ -64,6 +65,7 @@ def create_client_secret(client_id: str, body: s.SecretCreate):
     """Add a secret (at most 5 active); the plaintext is in this response only."""
     # The row lock serializes concurrent adds so the five-active check holds.
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     secret, plaintext = secrets_service.create_secret(
         client,
         runtime().pepper,
@@ -91,6 +93,7 @@ def create_client_secret(client_id: str, body: s.SecretCreate):
 def rotate_client_secret(client_id: str, body: s.SecretRotate):
     """New secret; every other active secret expires after grace_period seconds."""
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     secret, plaintext = secrets_service.rotate_secret(
         client, body.get("grace_period", 0), g.caller.client_id, runtime().pepper
     )
@@ -104,6 +107,7 @@ def rotate_client_secret(client_id: str, body: s.SecretRotate):
 def delete_client_secret(client_id: str, secret_id: str):
     """Delete a secret; it stops working from this response on."""
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     secrets_service.delete_secret(client, secret_id, g.caller.client_id)
     db.session.commit()
     return "", 204

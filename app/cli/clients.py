@@ -1,7 +1,10 @@
 """Operator commands: `flask clients ...` and `flask secrets ...`.
 
 Thin over the same services as the management API, audited with actor "cli";
-each command commits once and is safe to run twice.
+each command commits once and is safe to run twice. The operator holds every
+management scope (app.clients.policy.OPERATOR_SCOPES): whoever runs these
+commands has the database and the keys already, so the privilege rule lets
+them change any client, the bootstrap admin included (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import click
 from flask import Blueprint, Flask
 
 from app.api.schemas import client_to_dict
-from app.clients import service
+from app.clients import policy, service
 from app.clients.secrets import MAX_GRACE_PERIOD
 from app.errors import AppError
 from app.extensions import db
@@ -75,7 +78,11 @@ def clients_show(client_id: str) -> None:
 
 def _set_locked(client_id: str, locked: bool) -> None:
     client = _load(client_id, for_update=True)
-    changed = service.update_client(client, {"locked": locked}, CLI_ACTOR)
+    try:
+        policy.ensure_may_manage(policy.OPERATOR_SCOPES, client)
+        changed = service.update_client(client, {"locked": locked}, CLI_ACTOR)
+    except AppError as exc:
+        _fail(exc)
     db.session.commit()
     state = "locked" if locked else "unlocked"
     click.echo(f"{client.id} {state}" if changed else f"{client.id} was already {state}")
@@ -111,6 +118,7 @@ def secrets_rotate(client_id: str, grace_period: int, as_json: bool) -> None:
 
     client = _load(client_id, for_update=True)
     try:
+        policy.ensure_may_manage(policy.OPERATOR_SCOPES, client)
         secret, plaintext = rotate_secret(client, grace_period, CLI_ACTOR, runtime().pepper)
     except AppError as exc:
         _fail(exc)

@@ -10,6 +10,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
 from app.audit import events as audit
+
+# Re-exported: defined with the rules that use it.
+from app.clients.policy import MANAGEMENT_SCOPES as MANAGEMENT_SCOPES
 from app.clients.records import mark_client_changed
 from app.clients.secrets import add_secret
 from app.errors import BadRequest, Conflict, NotFound
@@ -19,13 +22,6 @@ from app.models.types import new_id
 from app.timeutil import utcnow
 
 SYSTEM_ACCOUNT = "system"
-MANAGEMENT_SCOPES = (
-    "clients:read",
-    "clients:write",
-    "keys:read",
-    "keys:write",
-    "audit:read",
-)
 ACCOUNT_MANAGEMENT_SCOPES = ("clients:read", "clients:write", "audit:read")
 #: Listing cursors name their listing, so one listing's cursor is refused by another.
 CLIENT_LISTING = "clients"

@@ -223,8 +223,8 @@ def create_client():
             "create",
             account_id=caller.account_id,
             may_set_account=caller.is_system,
-            grantable=caller.scopes,
         )
+        policy.ensure_may_hold(caller.scopes, values["scopes"])
         client, secret, plaintext = service.create_client(
             account_id, values, caller.client_id, runtime().pepper
         )
@@ -277,7 +277,7 @@ def _detail(client: Client, *, form: dict | None = None, errors: list[str] | Non
         now=utcnow(),
         lifetimes=SECRET_LIFETIMES,
         graces=GRACE_PERIODS,
-        can_write="clients:write" in g.caller.scopes,
+        can_write="clients:write" in g.caller.scopes and policy.may_manage(g.caller.scopes, client),
     )
 
 
@@ -306,14 +306,12 @@ def update_client(client_id: str):
     client = _client(client_id, for_update=True)
     body = client_body(request.form, creating=False, may_set_account=False)
     try:
+        policy.ensure_may_manage(g.caller.scopes, client)
         _check_version(client)
         values, _ = schemas.validate_client(
-            body,
-            "update",
-            current=client,
-            account_id=client.account_id,
-            grantable=g.caller.scopes,
+            body, "update", current=client, account_id=client.account_id
         )
+        policy.ensure_may_hold(g.caller.scopes, values.get("scopes", client.scopes))
         policy.ensure_unlocked(client)
         changed = service.update_client(client, values, g.caller.client_id)
         db.session.commit()
@@ -344,6 +342,7 @@ def change_state(client_id: str):
         raise BadRequest("Unknown action.")
     values, message = change
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     # As in the API, a locked client accepts only being unlocked.
     if values != {"locked": False}:
         policy.ensure_unlocked(client)
@@ -367,6 +366,7 @@ def delete_client(client_id: str):
     """Delete a client with its secrets and keys."""
     require("clients:write")
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     if request.form.get("confirm_name") != client.name:
         raise BadRequest("Type the client's name to confirm the deletion.")
     policy.ensure_unlocked(client)
@@ -408,6 +408,7 @@ def add_secret(client_id: str):
     if errors:
         raise ValidationError(errors)
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     secret, plaintext = secrets_service.create_secret(
         client,
         runtime().pepper,
@@ -430,6 +431,7 @@ def rotate_secret(client_id: str):
             [{"field": "grace_period", "message": "choose one of the offered periods"}]
         )
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     secret, plaintext = secrets_service.rotate_secret(
         client, grace, g.caller.client_id, runtime().pepper
     )
@@ -443,6 +445,7 @@ def delete_secret(client_id: str, secret_id: str):
     """Delete one secret; it stops working at once."""
     require("clients:write")
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     secrets_service.delete_secret(client, secret_id, g.caller.client_id)
     db.session.commit()
     flash("Secret deleted.", "success")
@@ -468,6 +471,7 @@ def add_key(client_id: str):
             ) from exc
     body = schemas.validate(schemas.KeyCreate, body)
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     key, generated = key_service.add_key(client, body.get("public_jwk"), g.caller.client_id)
     db.session.commit()
     if generated is not None:
@@ -489,6 +493,7 @@ def delete_key(client_id: str, kid: str):
     """Delete a key; assertions signed with it fail from now on."""
     require("clients:write")
     client = _client(client_id, for_update=True)
+    policy.ensure_may_manage(g.caller.scopes, client)
     key_service.delete_key(client, kid, g.caller.client_id)
     db.session.commit()
     flash("Key deleted.", "success")

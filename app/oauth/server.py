@@ -102,6 +102,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         self.request.client = client
         self.request.scope = self._resolve_scope(client)
         self.request.audiences = self._resolve_audiences(client)
+        _ensure_management_audience_for_admins(client, self.request.audiences)
 
     def _resolve_scope(self, client: ClientRecord) -> str:
         """RFC 6749 §3.3: omitted scope means all of the client's scopes."""
@@ -138,6 +139,17 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             audiences=self.request.audiences,
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def _ensure_management_audience_for_admins(client: ClientRecord, audiences: list[str]) -> None:
+    """Only an admin client gets a token for the management API (docs/api.md §2.1).
+
+    A standard client listing it (stored before the rule, or by hand) is
+    refused as any target it may not use is (RFC 8707 §2), whether asked for
+    or its default.
+    """
+    if client.client_type != "admin" and current_app.config["MANAGEMENT_AUDIENCE"] in audiences:
+        raise InvalidTargetError("The management API's audience is for admin clients only.")
 
 
 def config_oauth(app: Flask) -> AuthorizationServer:

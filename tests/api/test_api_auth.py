@@ -8,6 +8,8 @@ import uuid
 import jwt
 import pytest
 
+from app.extensions import db
+from app.models import Client
 from app.runtime import runtime
 from tests.conftest import ISSUER, basic_auth
 
@@ -95,10 +97,53 @@ def test_wrong_audience(client, factory):
     assert client.get(API, headers=bearer(right)).status_code == 200
 
 
-def test_standard_client_token_is_refused(client, factory):
-    cid, secret = factory.client("acme", scopes=["read"], audiences=[MGMT_AUDIENCE])
+def test_standard_client_token_is_refused(app, client, factory):
+    """A standard client listing the management audience (stored before the
+    rule) gets no token for it; a token from its admin days is 401."""
+    cid, secret = factory.client(
+        "acme", client_type="admin", scopes=["clients:read"], audiences=[MGMT_AUDIENCE]
+    )
     token = factory.token(cid, secret)["access_token"]
+    assert client.get(API, headers=bearer(token)).status_code == 200
+    with app.app_context():
+        # Straight to the row, as a database from before the rule holds it.
+        row = db.session.get(Client, cid)
+        row.client_type, row.scopes = "standard", ["read"]
+        db.session.commit()
+        runtime().clients.invalidate(cid)
     assert_invalid_token(client.get(API, headers=bearer(token)))
+    for params in ({}, {"audience": MGMT_AUDIENCE}, {"resource": MGMT_AUDIENCE}):
+        response = client.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials", **params},
+            headers=basic_auth(cid, secret),
+        )
+        assert response.status_code == 400, params
+        assert response.get_json()["error"] == "invalid_target"
+
+
+def test_a_standard_client_cannot_list_the_management_audience(client, factory):
+    system = factory.admin_headers("system")
+    body = {"name": "std", "scopes": ["read"], "audiences": [MGMT_AUDIENCE]}
+    refused = client.post(API, json=body, headers=system)
+    assert refused.status_code == 400
+    assert refused.get_json()["errors"] == [
+        {"field": "audiences", "message": "the management audience is for admin clients"}
+    ]
+    del body["audiences"]
+    created = client.post(API, json=body, headers=system).get_json()
+    url = f"{API}/{created['id']}"
+    for method in (client.patch, client.put):
+        sent = {"name": "std", "audiences": [MGMT_AUDIENCE]}
+        response = method(url, json=sent, headers=system)
+        assert response.status_code == 400, method
+        assert response.get_json()["errors"][0]["field"] == "audiences"
+    # An admin may list it; demoting the admin must drop it too.
+    admin, _ = factory.admin("acme")
+    demote = {"client_type": "standard", "scopes": []}
+    response = client.patch(f"{API}/{admin}", json=demote, headers=system)
+    assert response.status_code == 400
+    assert response.get_json()["errors"][0]["field"] == "audiences"
 
 
 def test_insufficient_scope_is_403(client, factory):
@@ -124,7 +169,7 @@ def test_deleted_disabled_and_demoted_admins_stop_at_once(client, factory):
         elif change == "disable":
             assert client.patch(url, json={"disabled": True}, headers=system).status_code == 200
         elif change == "demote":
-            body = {"client_type": "standard", "scopes": []}
+            body = {"client_type": "standard", "scopes": [], "audiences": []}
             assert client.patch(url, json=body, headers=system).status_code == 200
         else:
             body = {"scopes": ["clients:write"]}
@@ -185,12 +230,14 @@ def test_admins_cannot_grant_management_scopes_they_lack(client, factory):
     headers = bearer(factory.token(cid, secret)["access_token"])
     body = {"name": "stronger", "client_type": "admin", "scopes": ["audit:read"]}
     refused = client.post(API, json=body, headers=headers)
-    assert refused.status_code == 400
-    assert refused.get_json()["errors"][0]["field"] == "scopes"
+    assert refused.status_code == 403
+    assert refused.get_json()["code"] == "insufficient_privilege"
     # Nor by editing itself into more power.
     own = f"{API}/{cid}"
     grown = {"scopes": ["clients:read", "clients:write", "audit:read"]}
-    assert client.patch(own, json=grown, headers=headers).status_code == 400
+    refused = client.patch(own, json=grown, headers=headers)
+    assert refused.status_code == 403
+    assert refused.get_json()["code"] == "insufficient_privilege"
     # Scopes it holds it may grant, and an unrelated edit of its own keeps them.
     body["scopes"] = ["clients:read"]
     assert client.post(API, json=body, headers=headers).status_code == 201

@@ -109,3 +109,16 @@ def test_secrets_rotate_refusals(runner, factory):
     assert runner.invoke(args=["secrets", "rotate", "missing"]).exit_code == 1
     bad = runner.invoke(args=["secrets", "rotate", cid, "--grace-period", "-1"])
     assert bad.exit_code == 2
+
+
+def test_the_operator_may_change_the_bootstrap_admin(runner, client, factory, app):
+    """The command line holds every management scope (docs/decisions.md): the
+    way back in when the only full admin's secret is lost."""
+    cid, old = factory.admin("system")
+    assert runner.invoke(args=["clients", "lock", cid]).exit_code == 0
+    assert runner.invoke(args=["clients", "unlock", cid]).exit_code == 0
+    rotated = runner.invoke(args=["secrets", "rotate", cid, "--json"])
+    assert rotated.exit_code == 0, rotated.output
+    assert token_status(client, cid, json.loads(rotated.output)["secret"]) == 200
+    assert token_status(client, cid, old) == 401
+    assert audit_actions(app, cid).count(("cli", "client.updated")) == 2
