@@ -42,6 +42,10 @@ if os.environ.get("CONTROL_SOCKET"):
 max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
 max_requests_jitter = 1000 if max_requests else 0
 accesslog = os.environ.get("ACCESS_LOG") or None
+# gunicorn's default format logs the request line, query string included;
+# %(U)s is the path alone, so a credential sent in a query is never written
+# (nor the Referer, which may hold another URL's query).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 

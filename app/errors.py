@@ -12,6 +12,9 @@ Hierarchy::
     ├── PreconditionFailed        412
     └── ServiceUnavailable        503
 
+A database DataError (a value the column cannot hold) is answered 400 and an
+IntegrityError 409: caused by the input, never an outage (503).
+
 Services raise these; handlers registered once in create_app render them as
 RFC 9457 problem+json. Under /oauth2 Authlib renders RFC 6749 errors itself;
 generic HTTP errors there (413, 405, ...) are rendered in RFC 6749 shape too.
@@ -23,7 +26,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -198,6 +201,30 @@ def register_error_handlers(app: Flask) -> None:
         if valid_methods:
             response.headers["Allow"] = ", ".join(valid_methods)
         return response
+
+    # Errors the database raises because of what the request sent are not
+    # outages: a 503 with Retry-After would have the client retry the same bad
+    # input. DataError: a value the column cannot hold (PostgreSQL refuses NUL
+    # in text, an out-of-range number). IntegrityError: a constraint the
+    # service did not foresee (a concurrent write of the same unique name).
+    # OperationalError, InterfaceError and the rest stay 503 below.
+    @app.errorhandler(DataError)
+    def handle_bad_value(error: DataError) -> Response:
+        db.session.rollback()
+        log.warning("database refused a value: %s", type(error.orig).__name__)
+        err = BadRequest("A value in the request cannot be stored.", code="invalid_value")
+        if _is_oauth_path():
+            return oauth_error(400, err.detail)
+        return problem(err)
+
+    @app.errorhandler(IntegrityError)
+    def handle_constraint(error: IntegrityError) -> Response:
+        db.session.rollback()
+        log.warning("database constraint refused a change: %s", type(error.orig).__name__)
+        err = Conflict("The change conflicts with the stored data.", code="conflict")
+        if _is_oauth_path():
+            return oauth_error(400, err.detail)
+        return problem(err)
 
     # A pool with no free connection within pool_timeout is an overload, not
     # a bug: answer 503 and let the client retry, as for a database outage.

@@ -73,7 +73,12 @@ def create_client(body: dict):
         account_id, values, caller.client_id, runtime().pepper
     )
     db.session.commit()
-    response = _client_response(client, 201, client_secret=plaintext, secret_id=secret.id)
+    if secret is None:
+        response = jsonify(s.dump(s.NewClient, client))
+        response.status_code = 201
+        response.set_etag(client_etag(client))
+    else:
+        response = _client_response(client, 201, client_secret=plaintext, secret_id=secret.id)
     response.headers["Location"] = url_for("api.get_client", client_id=client.id)
     return response
 

@@ -73,7 +73,10 @@ def next_link(next_cursor: str) -> str:
     """A `Link` header value pointing at the next page of this request's listing."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
     args.append(("cursor", next_cursor))
-    return f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+    # Built from ISSUER, never from the request's Host header, which the
+    # client chooses: a forged Host must not steer a client's next request.
+    base = current_app.config["ISSUER"] + request.path
+    return f'<{base}?{urlencode(args)}>; rel="next"'
 
 
 def page_response(listing: str, items: list[Any], limit: int, position_of, page: type[BaseModel]):

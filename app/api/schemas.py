@@ -151,6 +151,18 @@ Scopes = Annotated[
 ]
 Audiences = Annotated[list[Audience], _unique(MAX_AUDIENCES), AfterValidator(_no_repeats)]
 Ttl = Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL)]
+AllowedAuthMethods = (
+    Annotated[
+        list[Annotated[str, OneOf(AUTH_METHODS)]],
+        Field(min_length=1, max_length=len(AUTH_METHODS), json_schema_extra={"uniqueItems": True}),
+        AfterValidator(_no_repeats),
+        Field(
+            description="null: any method the client has credentials for; else only these "
+            "(any other is 401 invalid_client)."
+        ),
+    ]
+    | None
+)
 Time = Annotated[datetime, PlainSerializer(isoformat, return_type=str), WithJsonSchema(TIME_SCHEMA)]
 ReadOnly = Field(json_schema_extra={"readOnly": True})
 STRICT = ConfigDict(strict=True, extra="forbid")
@@ -180,6 +192,7 @@ class _ClientFields(TypedDict, total=False):
     access_token_ttl: Ttl
     locked: bool
     disabled: bool
+    allowed_auth_methods: AllowedAuthMethods
 
 
 @with_config(STRICT)
@@ -196,6 +209,14 @@ class ClientPut(_ClientName, _ClientFields):
 class ClientCreate(ClientPut, total=False):
     account_id: Annotated[
         AccountId, Field(description="System admins only; others create in their own account.")
+    ]
+    create_secret: Annotated[
+        bool,
+        Field(
+            description="false: the client gets no secret (it will use keys), and the "
+            "answer has no client_secret or secret_id.",
+            json_schema_extra={"default": True},
+        ),
     ]
 
 
@@ -338,15 +359,17 @@ class Client(BaseModel):
     access_token_ttl: Ttl
     locked: bool
     disabled: bool
+    allowed_auth_methods: AllowedAuthMethods
     created_at: Annotated[Time, ReadOnly]
     updated_at: Annotated[Time, ReadOnly]
 
 
 class NewClient(Client):
-    """A new client with its first secret, shown this once."""
+    """A new client with its first secret, shown this once (none with create_secret false)."""
 
-    client_secret: NewSecretValue
-    secret_id: str
+    # Omitted when no secret was made, never null (exclude_if).
+    client_secret: NewSecretValue = Field(default=None, exclude_if=lambda v: v is None)  # type: ignore[assignment]
+    secret_id: str = Field(default=None, exclude_if=lambda v: v is None)  # type: ignore[assignment]
 
 
 class ClientPage(BaseModel):
@@ -566,8 +589,51 @@ def errors_of(
     return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]
 
 
+# Characters no string of any body may hold, whatever its field: a lone UTF-16
+# surrogate is not a Unicode scalar value (RFC 8259 §8.2: such a string's
+# behaviour is unpredictable) and cannot be encoded as UTF-8, so it fails at
+# the database, the log or the template; PostgreSQL refuses NUL in text and
+# jsonb alike. `json.loads` turns "\\ud800" and "\\u0000" escapes into both.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_errors(value: object, loc: tuple[str | int, ...] = ()) -> Errors:
+    """`errors[]` for every string in a parsed body (names included) with a NUL or a lone surrogate.
+
+    One check for every field of every body, before the field's own rules,
+    so a new field is covered without saying so.
+    """
+    found: Errors = []
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            found.append({"field": _field(loc), "message": UNSTORABLE_MESSAGE})
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if isinstance(name, str) and _UNSTORABLE.search(name):
+                # Never echo the bad name: it could not be encoded in the answer.
+                found.append({"field": _field(loc), "message": "has a field name " + UNSTORABLE})
+                continue
+            found += unstorable_errors(item, (*loc, name))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found += unstorable_errors(item, (*loc, index))
+    return found
+
+
+UNSTORABLE = "with a NUL character or a lone surrogate (U+0000, U+D800..U+DFFF)"
+UNSTORABLE_MESSAGE = "must not contain a NUL character or a lone surrogate (U+0000, U+D800..U+DFFF)"
+
+
 def check(schema: Any, value: object, *, read_only: Iterable[str] = ()) -> tuple[Any, Errors]:
-    """(the valid value, []) or (None, its errors) against a schema type."""
+    """(the valid value, []) or (None, its errors) against a schema type.
+
+    A string holding what no field may hold (`unstorable_errors`) is refused
+    first, for every schema: the API's bodies, the console's forms and the
+    CLI's options all come through here.
+    """
+    unstorable = unstorable_errors(value)
+    if unstorable:
+        return None, unstorable
     try:
         return adapter(schema).validate_python(value), []
     except PydanticError as error:
@@ -629,6 +695,9 @@ def query_args(schema: Any) -> dict[str, Any]:
     :raise ValidationError: 400 for unknown, repeated or invalid parameters.
     """
     args = request.args
+    unstorable = [e for k in args for v in args.getlist(k) for e in unstorable_errors({k: v})]
+    if unstorable:
+        raise ValidationError(unstorable, "The query string is invalid.")
     repeated = [
         {"field": name, "message": "must be given at most once"}
         for name in args

@@ -59,6 +59,8 @@ class ClientRecord(ClientMixin):
     disabled: bool
     secrets: tuple[SecretRecord, ...] = ()
     keys: tuple[KeyRecord, ...] = ()
+    #: None: every method of AUTH_METHODS; else only these (docs/api.md §1).
+    allowed_auth_methods: tuple[str, ...] | None = None
 
     # Authlib ClientMixin hooks.
     def get_client_id(self) -> str:
@@ -77,7 +79,10 @@ class ClientRecord(ClientMixin):
         raise NotImplementedError("use ClientStore.verify_secret")
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method in AUTH_METHODS
+        """Authlib asks this after the method's check passed: any other method is invalid_client."""
+        if method not in AUTH_METHODS:
+            return False
+        return self.allowed_auth_methods is None or method in self.allowed_auth_methods
 
     def check_response_type(self, response_type: str) -> bool:
         return False
@@ -184,7 +189,7 @@ def _possible_id(client_id: str) -> bool:
 # asks for a token once per token lifetime), so this is the common path.
 _PG_LOAD = """
 SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
-       c.access_token_ttl, c.disabled,
+       c.access_token_ttl, c.disabled, c.allowed_auth_methods,
        (SELECT json_agg(json_build_array(s.id, s.secret_hash, s.expires_at))
           FROM client_secrets s WHERE s.client_id = c.id),
        (SELECT json_agg(json_build_array(k.kid, k.alg, k.public_jwk, k.expires_at))
@@ -211,7 +216,8 @@ class PostgresRecordLoader:
         if not rows:
             return None
         row = rows[0]
-        cid, account_id, name, client_type, scopes, audiences, ttl, disabled, secrets, keys = row
+        cid, account_id, name, client_type, scopes, audiences, ttl, disabled, methods = row[:9]
+        secrets, keys = row[9:]
         return ClientRecord(
             id=cid,
             account_id=account_id,
@@ -221,6 +227,7 @@ class PostgresRecordLoader:
             audiences=tuple(audiences or ()),
             access_token_ttl=ttl,
             disabled=disabled,
+            allowed_auth_methods=None if methods is None else tuple(methods),
             secrets=tuple(
                 SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()
             ),
@@ -258,6 +265,7 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
             Client.audiences,
             Client.access_token_ttl,
             Client.disabled,
+            Client.allowed_auth_methods,
         ).where(Client.id == client_id)
     ).first()
     if row is None:
@@ -281,6 +289,9 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
         audiences=tuple(row.audiences or ()),
         access_token_ttl=row.access_token_ttl,
         disabled=row.disabled,
+        allowed_auth_methods=(
+            None if row.allowed_auth_methods is None else tuple(row.allowed_auth_methods)
+        ),
         secrets=tuple(SecretRecord(s.id, s.secret_hash, s.expires_at) for s in secrets),
         keys=tuple(KeyRecord(k.kid, k.alg, k.public_jwk, k.expires_at) for k in keys),
     )

@@ -38,6 +38,7 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "access_token_ttl": 3600,
     "locked": False,
     "disabled": False,
+    "allowed_auth_methods": None,
 }
 
 
@@ -63,13 +64,17 @@ def get_client(account_id: str | None, client_id: str, *, for_update: bool = Fal
 
 def create_client(
     account_id: str, fields: dict[str, Any], actor: str, pepper: bytes
-) -> tuple[Client, ClientSecret, str]:
+) -> tuple[Client, ClientSecret | None, str | None]:
     """Create a client with its first secret; returns (client, secret row, plaintext).
+
+    With `create_secret: False` among the fields the client gets no secret
+    (it will use keys instead) and the secret and plaintext are None.
 
     :raise Conflict: name_taken when the account already has that name
         (enforced by the unique constraint, so concurrent creates cannot both win).
     """
     values = {**CLIENT_DEFAULTS, **fields}
+    wants_secret = values.pop("create_secret", True)
     values.setdefault("friendly_name", values["name"])
     now = utcnow()
     client = Client(
@@ -89,7 +94,10 @@ def create_client(
             f"A client named {values['name']!r} already exists in this account.",
             code="name_taken",
         ) from exc
-    secret, plaintext = add_secret(client, pepper, actor, description=None, audited=False)
+    secret: ClientSecret | None = None
+    plaintext: str | None = None
+    if wants_secret:
+        secret, plaintext = add_secret(client, pepper, actor, description=None, audited=False)
     audit.record(actor, "client.created", client.id, account_id)
     return client, secret, plaintext
 

@@ -10,6 +10,8 @@ system admins see every account, other admins only their own.
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask, Request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
@@ -40,6 +42,20 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(value: object) -> object:
+    """Jinja `finalize`: a lone surrogate (stored before the API refused them) shown as U+FFFD.
+
+    Such a string cannot be encoded as UTF-8, so one in a stored tag would
+    otherwise fail every page that shows it.
+    """
+    if isinstance(value, str) and _LONE_SURROGATE.search(value):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    return value
+
+
 def init_app(app: Flask) -> None:
     """Register the console and set its cookie policy."""
     from app.console import views  # noqa: F401  (attaches the views to bp)
@@ -52,4 +68,5 @@ def init_app(app: Flask) -> None:
     app.config["SESSION_COOKIE_PATH"] = "/console"
     app.config.setdefault("CONSOLE_SESSION_LIFETIME", 8 * 3600)
     app.session_interface = ConsoleSessionInterface()
+    app.jinja_env.finalize = printable
     app.register_blueprint(bp)

@@ -51,6 +51,8 @@ def client_body(form: MultiDict, *, creating: bool, may_set_account: bool) -> di
         "scopes": _words(form.get("scopes") or ""),
         "audiences": _lines(form.get("audiences") or ""),
         "client_type": form.get("client_type") or "standard",
+        # None ticked: null, any method the client has credentials for.
+        "allowed_auth_methods": form.getlist("allowed_auth_methods") or None,
     }
     if body["friendly_name"] is None:
         if creating:
@@ -63,6 +65,8 @@ def client_body(form: MultiDict, *, creating: bool, may_set_account: bool) -> di
         body["access_token_ttl"] = int(ttl) if ttl.isdigit() and len(ttl) < 10 else ttl
     if creating and may_set_account and (form.get("account_id") or "").strip():
         body["account_id"] = form["account_id"].strip()
+    if creating and form.get("no_secret"):
+        body["create_secret"] = False
     return body
 
 
@@ -80,6 +84,7 @@ def client_form(client: Client | None) -> dict[str, str]:
         "audiences": "\n".join(client.audiences or []),
         "client_type": client.client_type,
         "access_token_ttl": str(client.access_token_ttl),
+        "allowed_auth_methods": " ".join(client.allowed_auth_methods or []),
     }
 
 

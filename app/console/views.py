@@ -41,6 +41,7 @@ from app.console.forms import GRACE_PERIODS, SECRET_LIFETIMES, choice, client_bo
 from app.errors import AppError, BadRequest, PreconditionFailed, ValidationError
 from app.extensions import db
 from app.models import CLIENT_TYPES, AuditEvent, Client
+from app.protocol import AUTH_METHODS
 from app.runtime import runtime
 from app.timeutil import utcnow
 
@@ -68,6 +69,7 @@ def template_globals() -> dict[str, Any]:
         "csrf_token": csrf_token,
         "admin": g.get("caller"),
         "client_types": CLIENT_TYPES,
+        "auth_methods": AUTH_METHODS,
     }
 
 
@@ -237,6 +239,9 @@ def create_client():
             errors=_messages(error),
         )
         return page, error.status
+    if secret is None or plaintext is None:
+        # Created without a secret: nothing to show once; its page it is.
+        return redirect(url_for("console.show_client", client_id=client.id), 303)
     return _secret_page(client, secret, plaintext, "created")
 
 

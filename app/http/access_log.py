@@ -10,6 +10,13 @@ string, which could hold a secret a careless client put there), status,
 duration, client id when the request authenticated one, request id and the
 peer address. Headers and bodies are never logged, so neither are
 Authorization headers, secrets or tokens.
+
+The development server (`flask run`) writes its own request line to the
+`werkzeug` logger, query string included; `StripQueryString` cuts the query
+out of every line of that logger, so credentials a client wrongly put in the
+URL (refused with 400, RFC 6749 §2.3.1) are not written there either.
+gunicorn.conf.py's access log format names the path without the query, and
+granian's default format does too.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from app.http.client_address import client_address
 from app.http.observer import RequestView, ResponseView
 
 ACCESS_LOGGER = "ccserver.access"
+DEV_SERVER_LOGGER = "werkzeug"
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 
@@ -128,6 +136,25 @@ def _access_record(fields: dict) -> logging.LogRecord:
     return record
 
 
+# A request target's query: from "?" to the next space or quote (the line ends
+# ' HTTP/1.1"'). Targets in the request line are never quoted or spaced.
+_QUERY = re.compile(r"\?[^\s\"]*")
+
+
+class StripQueryString(logging.Filter):
+    """Cut the query string out of a log record's message and string arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = _QUERY.sub("", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _QUERY.sub("", arg) if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
 def current_client_id() -> str | None:
     """The client this request authenticated as: token endpoint, API caller or console admin."""
     client_id = g.get("client_id")
@@ -155,3 +182,6 @@ def init_app(app: Flask) -> None:
     # Alembic's fileConfig (flask db upgrade in this process) disables every
     # logger that exists at the time; the access log must survive it.
     access_log.disabled = False
+    dev_server_log = logging.getLogger(DEV_SERVER_LOGGER)
+    if not any(isinstance(f, StripQueryString) for f in dev_server_log.filters):
+        dev_server_log.addFilter(StripQueryString())

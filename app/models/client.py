@@ -60,6 +60,9 @@ class Client(Model):
     access_token_ttl: Mapped[int] = mapped_column(sa.Integer, default=3600)
     locked: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    # None: any method the client has credentials for; else only these
+    # (names from app.protocol.AUTH_METHODS).
+    allowed_auth_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     # Bumped on every change; the ETag is derived from it.
     version: Mapped[int] = mapped_column(sa.Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,7 +2,8 @@
 
 RFC 6749 §2.3.1 and §3.2: parameters come from an
 `application/x-www-form-urlencoded` body only, encoded as UTF-8; the query
-string is ignored. A request reaches Authlib as a `FormRequest`, built either
+string is ignored, except that client credentials in it are refused (RFC 6749
+§2.3.1: they "MUST NOT be included in the request URI"). A request reaches Authlib as a `FormRequest`, built either
 from the current Flask request or, on the token fast path
 (app.oauth.fastpath), from a `RawFormRequest` read straight from the WSGI
 environ. Authlib's answer comes back as a `PlainResponse`, which a view turns
@@ -37,6 +38,10 @@ ENDPOINT_PATHS = {
 REPEATABLE = frozenset({"resource"})
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_FIELDS = 100
+#: Parameters that carry client credentials: never accepted in the URL query.
+CREDENTIAL_PARAMETERS = frozenset(
+    {"client_id", "client_secret", "client_assertion", "client_assertion_type"}
+)
 
 
 class FormPayload(OAuth2Payload):
@@ -123,10 +128,30 @@ def form_request(request: FormRequest | RawFormRequest | None, endpoint: str) ->
         return request
     uri = current_app.config["ISSUER"] + ENDPOINT_PATHS[endpoint]
     if isinstance(request, RawFormRequest):
+        # The fast path's headers read the WSGI environ, which holds the query.
+        check_query(request.headers.environ.get("QUERY_STRING", ""))
         return FormRequest(request.method, uri, request.headers, parse_form(request.body), endpoint)
+    check_query(flask_request.environ.get("QUERY_STRING", ""))
     return FormRequest(
         flask_request.method, uri, flask_request.headers, parse_form_body(), endpoint
     )
+
+
+def check_query(query: str) -> None:
+    """Refuse client credentials in the URL query (RFC 6749 §2.3.1).
+
+    Only the names are looked at; the values are never read, kept or logged.
+
+    :raise InvalidRequestError: a credential parameter is in the query.
+    """
+    if not query:
+        return
+    try:
+        names = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+    except ValueError:
+        return  # a query this odd holds no parameter we would read
+    if names & CREDENTIAL_PARAMETERS:
+        raise InvalidRequestError("Client credentials must not be sent in the URL query.")
 
 
 def parse_form(body: bytes) -> list[tuple[str, str]]:

@@ -21,7 +21,10 @@ def server_metadata(issuer: str, assertion_algs: Collection[str]) -> Authorizati
             "token_endpoint": issuer + ENDPOINT_PATHS["token"],
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "grant_types_supported": ["client_credentials"],
-            "response_types_supported": ["token"],
+            # REQUIRED by RFC 8414 §2, but this server has no authorization
+            # endpoint and so no response type: the implicit grant's "token" is
+            # not offered (RFC 9700 §2.1.2). An empty list says exactly that.
+            "response_types_supported": [],
             "token_endpoint_auth_methods_supported": auth_methods,
             "token_endpoint_auth_signing_alg_values_supported": algs,
             "introspection_endpoint": issuer + ENDPOINT_PATHS["introspection"],

@@ -128,6 +128,11 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             return [current_app.config["DEFAULT_AUDIENCE"]]
         if not set(targets) <= set(client.audiences):
             raise InvalidTargetError("The requested audience is not allowed for this client.")
+        # A token for the management API and another API at once would let
+        # that API replay it at the management API (RFC 8707 §3: audience-
+        # restrict tokens to limit where they may be replayed).
+        if len(targets) > 1 and current_app.config["MANAGEMENT_AUDIENCE"] in targets:
+            raise InvalidTargetError("The management audience cannot share a token.")
         return targets
 
     def create_token_response(self):
