@@ -129,3 +129,62 @@ def test_flask_db_upgrade_command_twice(tmp_path):
         assert set(sa.inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
+
+
+def _revision_before(revision: str) -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    down = ScriptDirectory.from_config(config).get_revision(revision).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+def _check_allowed_auth_methods_keeps_data(url: str, tmp_path: Path) -> None:
+    """Revision 0004 on a database with a client in it: the client and its values stay."""
+    app = _app(url, tmp_path)
+    before = _revision_before("0004")
+    with app.app_context():
+        try:
+            upgrade(revision=before)
+            db.session.execute(
+                sa.text(
+                    "INSERT INTO clients (id, account_id, name, friendly_name, tags, client_type,"
+                    " scopes, audiences, access_token_ttl, locked, disabled, version, created_at,"
+                    " updated_at) VALUES ('c1', 'acme', 'old', 'Old', '[\"t\"]', 'standard',"
+                    " '[\"read\"]', '[]', 600, false, false, 3, :now, :now)"
+                ),
+                {"now": "2026-01-01 00:00:00+00:00"},
+            )
+            db.session.commit()
+            upgrade(revision="0004")
+            row = db.session.execute(
+                sa.text(
+                    "SELECT name, scopes, access_token_ttl, version, allowed_auth_methods"
+                    " FROM clients WHERE id = 'c1'"
+                )
+            ).one()
+            assert row[0] == "old" and row[2] == 600 and row[3] == 3
+            assert row[4] is None  # any method, as before
+            db.session.commit()
+            downgrade(revision=before)
+            db.session.remove()
+            columns = {c["name"] for c in sa.inspect(db.engine).get_columns("clients")}
+            assert "allowed_auth_methods" not in columns
+            name = db.session.execute(sa.text("SELECT name FROM clients WHERE id = 'c1'")).scalar()
+            assert name == "old"
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_allowed_auth_methods_revision_keeps_data_sqlite(tmp_path):
+    _check_allowed_auth_methods_keeps_data(_sqlite_url(tmp_path), tmp_path)
+
+
+def test_allowed_auth_methods_revision_keeps_data_postgresql(scratch_database_url, tmp_path):
+    if not scratch_database_url.startswith("postgresql"):
+        pytest.skip("DATABASE_URL is not PostgreSQL")
+    _check_allowed_auth_methods_keeps_data(scratch_database_url, tmp_path)

@@ -3,8 +3,9 @@
 RFC 6749 §2.3.1 and §3.2: parameters come from an
 `application/x-www-form-urlencoded` body only, encoded as UTF-8; the query
 string is ignored, except that client credentials in it are refused (RFC 6749
-§2.3.1: they "MUST NOT be included in the request URI"). A request reaches Authlib as a `FormRequest`, built either
-from the current Flask request or, on the token fast path
+§2.3.1: they "MUST NOT be included in the request URI"). A request reaches
+Authlib as a `FormRequest`, built either from the current Flask request or, on
+the token fast path
 (app.oauth.fastpath), from a `RawFormRequest` read straight from the WSGI
 environ. Authlib's answer comes back as a `PlainResponse`, which a view turns
 into a Flask Response (`flask_response`) and the fast path writes as it is.
