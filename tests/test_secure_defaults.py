@@ -99,6 +99,37 @@ def stored_fingerprint(app) -> str | None:
             db.engine.dispose()
 
 
+def add_client_on_the_first_schema(app) -> str:
+    """A client and a secret written with revision 0001's columns only.
+
+    The ORM models carry the newest schema's columns, so they cannot write
+    a database that an older revision made.
+    """
+    client_id = f"old-{os.urandom(3).hex()}"
+    now = "2026-01-01 00:00:00+00:00"
+    with app.app_context():
+        db.session.execute(
+            sa.text(
+                "INSERT INTO clients (id, account_id, name, friendly_name, tags, client_type,"
+                " scopes, audiences, access_token_ttl, locked, disabled, version, created_at,"
+                " updated_at) VALUES (:id, 'acme', :id, :id, '[]', 'standard', '[]', '[]',"
+                " 3600, false, false, 1, :now, :now)"
+            ),
+            {"id": client_id, "now": now},
+        )
+        db.session.execute(
+            sa.text(
+                "INSERT INTO client_secrets (id, client_id, secret_hash, hint, created_at)"
+                " VALUES (:sid, :id, :hash, 'abcd', :now)"
+            ),
+            {"sid": f"s-{client_id}", "id": client_id, "hash": "0" * 64, "now": now},
+        )
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return client_id
+
+
 def add_client_with_secret(app) -> str:
     with app.app_context():
         client, _secret, _plaintext = create_client(
@@ -323,19 +354,19 @@ def test_upgrade_to_the_fingerprint_table_keeps_data_and_downgrades(scratch_data
     keys_dir = tmp_path / "keys"
     migrate(scratch_database_url, keys_dir, revision="0001")
     # An app on the old schema (no server_settings table) starts and works.
-    client_id = add_client_with_secret(started(config(scratch_database_url, keys_dir)))
+    client_id = add_client_on_the_first_schema(started(config(scratch_database_url, keys_dir)))
 
     migrate(scratch_database_url, keys_dir)
     app = started(config(scratch_database_url, keys_dir))
     assert stored_fingerprint(app) == pepper_fingerprint(TEST_PEPPER.encode())
     with app.app_context():
-        assert db.session.get(Client, client_id) is not None
+        assert db.session.scalar(sa.select(Client.id).where(Client.id == client_id)) == client_id
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ClientSecret)) == 1
         downgrade(revision="0001")
         db.session.remove()
         tables = set(sa.inspect(db.engine).get_table_names())
         assert "server_settings" not in tables
-        assert db.session.get(Client, client_id) is not None
+        assert db.session.scalar(sa.select(Client.id).where(Client.id == client_id)) == client_id
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ClientSecret)) == 1
         db.session.remove()
         db.engine.dispose()

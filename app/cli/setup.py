@@ -111,6 +111,7 @@ def _create_admin(account: str, name: str) -> tuple[str, str]:
         runtime().pepper,
     )
     db.session.commit()
+    assert plaintext is not None  # create_secret was not turned off
     return client.id, plaintext
 
 

@@ -62,7 +62,7 @@ def test_create_returns_client_secret_and_location(client, admin, app):
     assert set(body) == {
         "id", "account_id", "name", "friendly_name", "description", "tags", "client_type",
         "owner", "scopes", "audiences", "access_token_ttl", "locked", "disabled",
-        "created_at", "updated_at", "client_secret", "secret_id",
+        "allowed_auth_methods", "created_at", "updated_at", "client_secret", "secret_id",
     }  # fmt: skip
     # The secret works at the token endpoint, and is never shown again.
     token = client.post(

@@ -220,7 +220,7 @@ def test_client_schemas_match_the_validation_rules(document):
     read_only = set(client_rules.READ_ONLY_CLIENT_FIELDS)
     assert set(schemas["ClientPatch"]["properties"]) == mutable
     assert set(schemas["ClientPut"]["properties"]) == mutable
-    assert set(schemas["ClientCreate"]["properties"]) == mutable | {"account_id"}
+    assert set(schemas["ClientCreate"]["properties"]) == mutable | {"account_id", "create_secret"}
     assert set(schemas["Client"]["properties"]) == mutable | read_only
     for name in ("ClientCreate", "ClientPatch", "ClientPut", "SecretCreate", "SecretRotate"):
         assert schemas[name]["additionalProperties"] is False

@@ -80,14 +80,20 @@ def test_error_responses_are_logged_with_a_request_id(client, access_lines):
 
 def test_token_request_logs_client_id_but_no_credentials(client, factory, access_lines):
     cid, secret = factory.client(scopes=["read"])
-    response = client.post(
+    # A secret in the query is refused (RFC 6749 §2.3.1) and never logged.
+    refused = client.post(
         "/oauth2/token?client_secret=" + secret,
         data={"grant_type": "client_credentials"},
         headers=basic_auth(cid, secret),
     )
+    assert refused.status_code == 400
+    response = client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic_auth(cid, secret)
+    )
     assert response.status_code == 200
     token = response.get_json()["access_token"]
-    [line] = access_lines.records()
+    first, line = access_lines.records()
+    assert first["path"] == "/oauth2/token" and first["status"] == 400
     assert line["path"] == "/oauth2/token"
     assert line["status"] == 200
     assert line["client_id"] == cid
