@@ -60,6 +60,7 @@ def _rows(start: int, stop: int, pepper: bytes) -> Iterator[tuple[dict, dict]]:
                 "access_token_ttl": 3600,
                 "locked": False,
                 "disabled": False,
+                "allowed_auth_methods": None,
                 "version": 1,
                 "created_at": at,
                 "updated_at": at,

@@ -362,6 +362,8 @@ def test_upgrade_to_the_fingerprint_table_keeps_data_and_downgrades(scratch_data
     with app.app_context():
         assert db.session.scalar(sa.select(Client.id).where(Client.id == client_id)) == client_id
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ClientSecret)) == 1
+        # End the read's transaction: a downgrade that alters `clients` waits for it.
+        db.session.remove()
         downgrade(revision="0001")
         db.session.remove()
         tables = set(sa.inspect(db.engine).get_table_names())
