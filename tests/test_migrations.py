@@ -6,11 +6,15 @@ dropped here, never the shared test database) when DATABASE_URL is PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+import jwt
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -18,8 +22,12 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from app import create_app
+from app.clients.hashing import generate_secret, hash_secret
 from app.extensions import db
-from tests.conftest import TEST_PEPPER
+from app.models import ResourceServer
+from app.runtime import runtime
+from app.signing import keys as keys_service
+from tests.conftest import TEST_PEPPER, basic_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
@@ -32,6 +40,7 @@ TABLES = {
     "used_assertions",
     "auth_failures",
     "server_settings",
+    "resource_servers",
 }
 
 
@@ -188,3 +197,137 @@ def test_allowed_auth_methods_revision_keeps_data_postgresql(scratch_database_ur
     if not scratch_database_url.startswith("postgresql"):
         pytest.skip("DATABASE_URL is not PostgreSQL")
     _check_allowed_auth_methods_keeps_data(scratch_database_url, tmp_path)
+
+
+# --- 0003: the audiences existing clients list become resource servers --------------------------
+
+
+def _insert_client(conn, account_id, name, audiences, scopes, ttl, pepper):
+    now = datetime.now(UTC)
+    if conn.dialect.name == "sqlite":
+        now = now.replace(tzinfo=None)
+    cid, secret = str(uuid.uuid4()), generate_secret()
+    conn.execute(
+        sa.text(
+            "INSERT INTO clients (id, account_id, name, friendly_name, tags, client_type,"
+            " scopes, audiences, access_token_ttl, locked, disabled, version, created_at,"
+            " updated_at) VALUES (:id, :account, :name, :name, '[]', 'standard', :scopes,"
+            " :audiences, :ttl, false, false, 1, :now, :now)"
+        ),
+        {
+            "id": cid,
+            "account": account_id,
+            "name": name,
+            "scopes": json.dumps(scopes),
+            "audiences": json.dumps(audiences),
+            "ttl": ttl,
+            "now": now,
+        },
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO client_secrets (id, client_id, secret_hash, hint, created_at)"
+            " VALUES (:id, :cid, :hash, :hint, :now)"
+        ),
+        {
+            "id": str(uuid.uuid4()),
+            "cid": cid,
+            "hash": hash_secret(secret, pepper),
+            "hint": secret[-4:],
+            "now": now,
+        },
+    )
+    return cid, secret
+
+
+def _check_audiences_become_resource_servers(url: str, tmp_path: Path) -> None:
+    app = _app(url, tmp_path)
+    with app.app_context():
+        try:
+            upgrade(revision="0002")
+            management = app.config["MANAGEMENT_AUDIENCE"]
+            default = app.config["DEFAULT_AUDIENCE"]
+            pepper = runtime().pepper
+            with db.engine.begin() as conn:
+                made = {
+                    "acme": _insert_client(
+                        conn,
+                        "acme",
+                        "a",
+                        ["https://a.example", "https://both.example"],
+                        ["read", "write"],
+                        600,
+                        pepper,
+                    ),
+                    "globex": _insert_client(
+                        conn, "globex", "g", ["https://both.example"], ["read"], 900, pepper
+                    ),
+                    "acme2": _insert_client(
+                        conn, "acme", "a2", ["https://a.example"], [], 3600, pepper
+                    ),
+                    "builtin": _insert_client(conn, "acme", "b", [default], ["x"], 3600, pepper),
+                    "none": _insert_client(conn, "globex", "n", [], ["y"], 120, pepper),
+                    "admin": _insert_client(conn, "system", "adm", [management], [], 3600, pepper),
+                }
+            upgrade()
+            servers = {
+                rs.identifier: (rs.account_id, rs.shared, rs.scopes, rs.access_token_ttl)
+                for rs in db.session.scalars(sa.select(ResourceServer))
+            }
+            assert servers == {
+                "https://a.example": ("acme", False, [], None),
+                "https://both.example": ("system", True, [], None),
+            }
+            db.session.remove()
+
+            # Every client gets the token it got before: its first audience (or
+            # the default), all its scopes, its own lifetime.
+            keys_service.init_keys(
+                app.config["SIGNING_ALG"], app.config["KEYS_DIR"], app.config["KEYS_PASSPHRASE"]
+            )
+            db.session.commit()
+            runtime().keyring.invalidate()
+            http = app.test_client()
+            expected = {
+                "acme": ("https://a.example", "read write", 600),
+                "globex": ("https://both.example", "read", 900),
+                "acme2": ("https://a.example", "", 3600),
+                "builtin": (default, "x", 3600),
+                "none": (default, "y", 120),
+            }
+            for key, (aud, scope, ttl) in expected.items():
+                cid, secret = made[key]
+                response = http.post(
+                    "/oauth2/token",
+                    data={"grant_type": "client_credentials"},
+                    headers=basic_auth(cid, secret),
+                )
+                assert response.status_code == 200, (key, response.get_json())
+                body = response.get_json()
+                claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+                assert (claims["aud"], claims["scope"], body["expires_in"]) == (aud, scope, ttl)
+            cid, secret = made["acme"]
+            both = http.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials", "resource": "https://both.example"},
+                headers=basic_auth(cid, secret),
+            )
+            assert both.status_code == 200
+
+            downgrade(revision="0004")
+            db.session.remove()
+            assert "resource_servers" not in _tables()
+            assert db.session.execute(sa.text("SELECT count(*) FROM clients")).scalar() == 6
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_audiences_become_resource_servers_sqlite(tmp_path):
+    _check_audiences_become_resource_servers(_sqlite_url(tmp_path), tmp_path)
+
+
+def test_audiences_become_resource_servers_postgresql(scratch_database_url, tmp_path):
+    if not scratch_database_url.startswith("postgresql"):
+        pytest.skip("DATABASE_URL is not PostgreSQL")
+    _check_audiences_become_resource_servers(scratch_database_url, tmp_path)

@@ -3,6 +3,7 @@
 from app.models.audit import AuditEvent
 from app.models.client import CLIENT_TYPES, Client
 from app.models.client_key import ClientKey
+from app.models.resource_server import ResourceServer
 from app.models.secret import ClientSecret
 from app.models.server_setting import PEPPER_FINGERPRINT, ServerSetting
 from app.models.signing_key import KEY_STATUSES, SigningKey
@@ -17,6 +18,7 @@ __all__ = [
     "Client",
     "ClientKey",
     "ClientSecret",
+    "ResourceServer",
     "RevokedToken",
     "ServerSetting",
     "SigningKey",
