@@ -35,6 +35,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     from app import models  # noqa: F401  (registers every table with the metadata)
     from app.clients.pepper import load_checked_pepper
     from app.clients.records import ClientStore, loader_for
+    from app.clients.resource_server_records import ResourceServerStore
     from app.clients.usage import UsageTracker
     from app.extensions import db, migrate
     from app.oauth.throttle import Throttle
@@ -81,6 +82,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     executor = executor_for(engine, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
     runtime = Runtime(
         clients=ClientStore(settings.client_cache_ttl, loader_for(executor, engine)),
+        resource_servers=ResourceServerStore(settings.client_cache_ttl, executor, engine),
         keyring=KeyRing(
             app.config["KEYS_DIR"],
             app.config["KEYS_PASSPHRASE"],

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import redis
 
     from app.clients.records import ClientStore
+    from app.clients.resource_server_records import ResourceServerStore
     from app.clients.usage import UsageTracker
     from app.http.pipeline import Pipeline
     from app.oauth.server import AuthorizationServer
@@ -34,6 +35,8 @@ EXTENSION = "ccserver"
 class Runtime:
     #: Client records cached per process, loaded by one PostgreSQL statement or Core selects.
     clients: ClientStore
+    #: Resource servers cached per process by identifier, for the token endpoint.
+    resource_servers: ResourceServerStore
     #: The server's signing keys, re-read from the database every few seconds.
     keyring: KeyRing
     #: The HMAC key of client-secret hashes.

@@ -21,8 +21,13 @@ from werkzeug.serving import make_server
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
 from app import create_app  # noqa: E402
+from app.clients.resource_servers import (  # noqa: E402
+    built_in_audiences,
+    create_resource_server,
+)
 from app.clients.service import create_client  # noqa: E402
 from app.extensions import db  # noqa: E402
+from app.models import ResourceServer  # noqa: E402
 from app.runtime import runtime  # noqa: E402
 from app.settings import ENVIRONMENT_VARIABLES  # noqa: E402
 from app.signing import keys as keys_service  # noqa: E402
@@ -198,11 +203,32 @@ class Factory:
         """Create a client; returns (client_id, secret)."""
         fields.setdefault("name", f"client-{os.urandom(4).hex()}")
         with self.app.app_context():
+            # Audiences must be resource servers of the account (docs/api.md
+            # §2.1): register those a test names that exist nowhere yet.
+            for audience in fields.get("audiences", ()):
+                if audience not in built_in_audiences() and not db.session.scalar(
+                    sa.select(ResourceServer.id).where(ResourceServer.identifier == audience)
+                ):
+                    self.resource_server(account_id, audience)
             created, _secret, plaintext = create_client(
                 account_id, fields, "test", runtime().pepper
             )
             db.session.commit()
             return created.id, plaintext
+
+    def resource_server(self, account_id: str = "acme", identifier: str | None = None, **fields):
+        """Register a resource server through the service layer; returns its id."""
+        identifier = identifier or f"https://api-{os.urandom(4).hex()}.example"
+        fields.setdefault("name", identifier[:200])
+        with self.app.app_context():
+            rs = create_resource_server(
+                account_id,
+                {"identifier": identifier, **fields},
+                "test",
+                caller_is_system=account_id == "system",
+            )
+            db.session.commit()
+            return rs.id
 
     def admin(self, account_id: str = "system", scopes=None) -> tuple[str, str]:
         from app.clients.service import ACCOUNT_MANAGEMENT_SCOPES, MANAGEMENT_SCOPES

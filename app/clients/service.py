@@ -14,6 +14,7 @@ from app.audit import events as audit
 # Re-exported: defined with the rules that use it.
 from app.clients.policy import MANAGEMENT_SCOPES as MANAGEMENT_SCOPES
 from app.clients.records import mark_client_changed
+from app.clients.resource_servers import check_audiences
 from app.clients.secrets import add_secret
 from app.errors import BadRequest, Conflict, NotFound
 from app.extensions import db
@@ -76,6 +77,7 @@ def create_client(
     values = {**CLIENT_DEFAULTS, **fields}
     wants_secret = values.pop("create_secret", True)
     values.setdefault("friendly_name", values["name"])
+    check_audiences(account_id, values["client_type"], values["audiences"])
     now = utcnow()
     client = Client(
         id=new_id(),
@@ -114,6 +116,12 @@ def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
     changes = {k: v for k, v in values.items() if getattr(client, k) != v}
     if not changes:
         return False
+    if "audiences" in changes or "client_type" in changes:
+        check_audiences(
+            client.account_id,
+            changes.get("client_type", client.client_type),
+            changes.get("audiences", client.audiences),
+        )
     try:
         with db.session.begin_nested():
             for field, value in changes.items():

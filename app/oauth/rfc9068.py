@@ -78,7 +78,7 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         if key is None:
             raise NoSigningKeyError("no current signing key is loaded")
         scope = scope or ""
-        ttl = client.access_token_ttl
+        ttl = expires_in or client.access_token_ttl
         now = int(time.time())
         aud = list(audiences) if audiences else self.get_audiences(client, scope)
         claims = {

@@ -100,9 +100,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()
         self.request.client = client
-        self.request.scope = self._resolve_scope(client)
+        scope = self._resolve_scope(client)
         self.request.audiences = self._resolve_audiences(client)
         _ensure_management_audience_for_admins(client, self.request.audiences)
+        self.request.scope, self.request.expires_in = self._apply_resource_servers(client, scope)
 
     def _resolve_scope(self, client: ClientRecord) -> str:
         """RFC 6749 §3.3: omitted scope means all of the client's scopes."""
@@ -135,12 +136,44 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             raise InvalidTargetError("The management audience cannot share a token.")
         return targets
 
+    def _apply_resource_servers(self, client: ClientRecord, scope: str) -> tuple[str, int]:
+        """Scopes and lifetime as the targeted resource servers allow (docs/api.md §1).
+
+        Records come from the per-process cache: no database read on a warm cache.
+        """
+        ttl = client.access_token_ttl
+        defined: list[frozenset[str]] = []
+        store = runtime().resource_servers
+        for target in self.request.audiences:
+            record = store.get(target)
+            if record is None:
+                continue  # a built-in audience
+            if not record.usable_by(client.account_id):
+                # Audiences are checked when written; this refuses one that a
+                # write path bypassed, so no account mints tokens for another's API.
+                raise InvalidTargetError("The requested audience is not allowed for this client.")
+            if record.scopes:
+                defined.append(record.scopes)
+            if record.access_token_ttl is not None:
+                ttl = min(ttl, record.access_token_ttl)
+        if not defined:
+            return scope, ttl
+        granted = scope.split()
+        if self.request.payload.data.get("scope", "").strip():
+            if not all(s in d for d in defined for s in granted):
+                raise InvalidScopeError(
+                    "The requested scope is not defined by the resource server."
+                )
+            return scope, ttl
+        return " ".join(s for s in granted if all(s in d for d in defined)), ttl
+
     def create_token_response(self):
         generator: JWTAccessTokenGenerator = self.server.token_generator
         token = generator.generate(
             self.GRANT_TYPE,
             self.request.client,
             scope=self.request.scope,
+            expires_in=self.request.expires_in,
             audiences=self.request.audiences,
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
