@@ -35,6 +35,11 @@ COMPONENTS: tuple[Any, ...] = (
     s.ClientPatch,
     s.ClientPut,
     s.ClientPage,
+    s.ResourceServer,
+    s.ResourceServerCreate,
+    s.ResourceServerPatch,
+    s.ResourceServerPut,
+    s.ResourceServerPage,
     s.Secret,
     s.NewSecret,
     s.SecretList,
@@ -197,6 +202,7 @@ _PATH_PARAMETERS = {
     "client_id": "The client id.",
     "secret_id": "The secret id.",
     "kid": "The key id.",
+    "resource_server_id": "The resource server id.",
 }
 _IF_MATCH = {
     "name": "If-Match",
@@ -219,7 +225,8 @@ def _problem(status: int) -> dict:
     if status == 401:
         response["headers"] = {"WWW-Authenticate": _REQUIRED["WWW-Authenticate"]}
     if status == 403:
-        # insufficient_privilege is about the target client, not the token: no challenge.
+        # RFC 6750 §3.1: a challenge only for insufficient_scope; insufficient_privilege
+        # (the target client) and a shared resource server (docs/api.md §2.7) have none.
         response["headers"] = {"WWW-Authenticate": _HEADER_SCHEMAS["WWW-Authenticate"]}
     if status == 503:
         response["headers"] = {"Retry-After": _HEADER_SCHEMAS["Retry-After"]}
@@ -499,6 +506,7 @@ def build_document(app: Flask) -> dict:
                 "clients",
                 "secrets",
                 "keys",
+                "resource-servers",
                 "signing-keys",
                 "audit",
             )

@@ -1,3 +1,11 @@
 """Imports every resource module so its views attach to the API blueprint."""
 
-from app.api import audit, clients, keys, openapi, secrets, signing_keys  # noqa: F401
+from app.api import (  # noqa: F401
+    audit,
+    clients,
+    keys,
+    openapi,
+    resource_servers,
+    secrets,
+    signing_keys,
+)

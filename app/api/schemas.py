@@ -68,6 +68,12 @@ from app.models.client import (
     SCOPE_MAX_LENGTH,
     TAG_MAX_LENGTH,
 )
+from app.models.resource_server import (
+    IDENTIFIER_MAX_LENGTH,
+    MAX_RS_SCOPES,
+    RS_NAME_MAX_LENGTH,
+    RS_SCOPE_DESCRIPTION_MAX_LENGTH,
+)
 from app.models.secret import SECRET_DESCRIPTION_MAX_LENGTH
 from app.protocol import AUTH_METHODS, SIGNING_ALGS
 from app.timeutil import isoformat
@@ -272,6 +278,99 @@ class SigningKeyRotate(TypedDict):
     """No fields; the body may be empty."""
 
 
+# Resource servers (docs/api.md §2.7).
+
+
+def _distinct_values(items: list[Any]) -> list[Any]:
+    if len({item["value"] for item in items}) != len(items):
+        raise PydanticCustomError("unique_items", "must not repeat a scope value")
+    return items
+
+
+@with_config(STRICT)
+class ResourceServerScope(TypedDict):
+    value: Scope
+    description: NotRequired[
+        Annotated[str, StringConstraints(max_length=RS_SCOPE_DESCRIPTION_MAX_LENGTH)] | None
+    ]
+
+
+RSName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=RS_NAME_MAX_LENGTH, pattern=NO_CONTROL_PATTERN),
+]
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=AUDIENCE_PATTERN),
+    Field(description="The audience (aud) of its tokens; unique on the server, immutable."),
+]
+RSScopes = Annotated[
+    list[ResourceServerScope],
+    Field(max_length=MAX_RS_SCOPES, description="Empty: the API accepts any scope."),
+    AfterValidator(_distinct_values),
+]
+OptionalTtl = Annotated[
+    int | None, Field(ge=MIN_TTL, le=MAX_TTL, description="Caps the token lifetime; null: none.")
+]
+SharedFlag = Annotated[
+    bool, Field(description="System admins only: usable by every account (system account only).")
+]
+BoundFlag = Annotated[
+    bool, Field(description="Stored and returned; not yet enforced at the token endpoint.")
+]
+
+
+@with_config(STRICT)
+class _ResourceServerFields(TypedDict, total=False):
+    description: Description
+    scopes: RSScopes
+    access_token_ttl: OptionalTtl
+    dpop_bound_access_tokens: BoundFlag
+    tls_client_certificate_bound_access_tokens: BoundFlag
+    shared: SharedFlag
+    identifier: Annotated[Identifier, Field(description="Immutable: only its current value.")]
+
+
+@with_config(STRICT)
+class ResourceServerPatch(_ResourceServerFields, total=False):
+    """Only the fields sent change."""
+
+    name: RSName
+
+
+@with_config(STRICT)
+class ResourceServerPut(_ResourceServerFields):
+    """Every mutable field; an omitted optional field is reset to its default."""
+
+    name: RSName
+
+
+@with_config(STRICT)
+class ResourceServerCreate(ResourceServerPut):
+    identifier: Identifier  # type: ignore[misc]
+    account_id: NotRequired[
+        Annotated[
+            AccountId,
+            Field(description="System admins only; others create in their own account."),
+        ]
+    ]
+
+
+@with_config(STRICT)
+class ResourceServerQuery(TypedDict, total=False):
+    limit: Limit
+    cursor: Cursor
+    account_id: Annotated[AccountId, Field(description="System admins only: one account's.")]
+    name_prefix: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=RS_NAME_MAX_LENGTH, pattern=NO_CONTROL_PATTERN),
+        Field(description="Names starting with this."),
+    ]
+
+
+READ_ONLY_RESOURCE_SERVER_FIELDS = ("id", "created_at", "updated_at")
+
+
 #: The fields a client body may set, and those only the server writes.
 MUTABLE_CLIENT_FIELDS: tuple[str, ...] = tuple(ClientPatch.__annotations__)
 READ_ONLY_CLIENT_FIELDS = ("id", "account_id", "created_at", "updated_at")
@@ -280,6 +379,9 @@ READ_ONLY: dict[Any, tuple[str, ...]] = {
     ClientCreate: READ_ONLY_CLIENT_FIELDS,
     ClientPut: READ_ONLY_CLIENT_FIELDS,
     ClientPatch: READ_ONLY_CLIENT_FIELDS,
+    ResourceServerCreate: READ_ONLY_RESOURCE_SERVER_FIELDS,
+    ResourceServerPut: (*READ_ONLY_RESOURCE_SERVER_FIELDS, "account_id"),
+    ResourceServerPatch: (*READ_ONLY_RESOURCE_SERVER_FIELDS, "account_id"),
 }
 
 # --- Query strings -----------------------------------------------------------------------------
@@ -376,6 +478,32 @@ class ClientPage(BaseModel):
     model_config = ROWS
 
     data: list[Client]
+    next_cursor: Annotated[str | None, Field(description="Opaque; null on the last page.")]
+
+
+class ResourceServer(BaseModel):
+    """A resource server: an API tokens are for."""
+
+    model_config = ROWS
+
+    id: Annotated[str, ReadOnly]
+    account_id: Annotated[str, ReadOnly]
+    identifier: Identifier
+    name: RSName
+    description: Description
+    scopes: RSScopes
+    access_token_ttl: OptionalTtl
+    dpop_bound_access_tokens: BoundFlag
+    tls_client_certificate_bound_access_tokens: BoundFlag
+    shared: SharedFlag
+    created_at: Annotated[Time, ReadOnly]
+    updated_at: Annotated[Time, ReadOnly]
+
+
+class ResourceServerPage(BaseModel):
+    model_config = ROWS
+
+    data: list[ResourceServer]
     next_cursor: Annotated[str | None, Field(description="Opaque; null on the last page.")]
 
 

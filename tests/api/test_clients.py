@@ -36,7 +36,8 @@ def create(client, headers, **body):
     return client.post(API, json=body, headers=headers)
 
 
-def test_create_returns_client_secret_and_location(client, admin, app):
+def test_create_returns_client_secret_and_location(client, admin, app, factory):
+    factory.resource_server("acme", "https://api.example.com")
     response = create(
         client,
         admin,
@@ -149,6 +150,7 @@ def test_patch_without_change_keeps_etag(client, admin):
 
 
 def test_delete_stops_secret_and_token_at_once(client, admin, factory):
+    factory.resource_server("acme", "https://api.example.com")
     created = create(client, admin, name="gone", audiences=["https://api.example.com"])
     body = created.get_json()
     token = factory.token(body["id"], body["client_secret"])["access_token"]

@@ -53,6 +53,12 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/v1/signing-keys"),
     ("post", "/api/v1/signing-keys/rotate"),
     ("get", "/api/v1/audit-events"),
+    ("post", "/api/v1/resource-servers"),
+    ("get", "/api/v1/resource-servers"),
+    ("get", "/api/v1/resource-servers/{resource_server_id}"),
+    ("patch", "/api/v1/resource-servers/{resource_server_id}"),
+    ("put", "/api/v1/resource-servers/{resource_server_id}"),
+    ("delete", "/api/v1/resource-servers/{resource_server_id}"),
     ("get", "/api/v1/openapi.json"),
 }
 
@@ -293,6 +299,7 @@ def test_document_and_api_agree_on_each_client_field(
     checker = Checker(document)
     patch_schema = checker.validator({"$ref": "#/components/schemas/ClientPatch"})
     assert patch_schema.is_valid({field: value}) is valid
+    factory.resource_server("acme", "https://api.example.com")
     admin = factory.admin_headers("acme")
     cid, _ = factory.client("acme")
     response = client.patch(f"{API}/clients/{cid}", json={field: value}, headers=admin)
@@ -351,6 +358,43 @@ def test_real_responses_of_every_operation_match_the_document(
     jwks = client.get("/.well-known/jwks.json")
     client.get("/.well-known/jwks.json", headers={"If-None-Match": jwks.headers["ETag"]})
     client.get("/.well-known/oauth-authorization-server")
+
+    # Resource servers: every status each call can answer here.
+    rs_api = f"{API}/resource-servers"
+    made = client.post(
+        rs_api,
+        json={
+            "identifier": "https://api.example.com",
+            "name": "Example API",
+            "scopes": [{"value": "read", "description": "Read"}, {"value": "write"}],
+        },
+        headers=acme,
+    )
+    rs_id = made.get_json()["id"]
+    client.post(rs_api, json={"identifier": "https://api.example.com", "name": "x"}, headers=acme)
+    client.post(rs_api, json={"identifier": "has space", "name": "x"}, headers=acme)  # 400
+    client.post(rs_api, json={"identifier": "https://b.example", "name": "x"}, headers=reader)
+    client.post(rs_api, data="x", headers={**acme, "Content-Type": "text/plain"})  # 415
+    shared = client.post(
+        rs_api,
+        json={"identifier": "https://shared.example", "name": "Shared", "shared": True},
+        headers=system,
+    ).get_json()["id"]
+    client.get(rs_api, headers=acme)
+    client.get(f"{rs_api}?limit=1", headers=system)
+    client.get(f"{rs_api}?cursor=garbage", headers=acme)  # 400
+    client.get(f"{rs_api}/{rs_id}", headers=acme)
+    client.get(f"{rs_api}/{missing}", headers=acme)  # 404
+    client.patch(f"{rs_api}/{rs_id}", json={"description": "d"}, headers=acme)
+    client.patch(f"{rs_api}/{rs_id}", json={"name": "x"}, headers={**acme, "If-Match": '"0"'})
+    client.patch(f"{rs_api}/{shared}", json={"name": "x"}, headers=acme)  # 403
+    client.put(f"{rs_api}/{rs_id}", json={"name": "Example API", "scopes": []}, headers=acme)
+    client.put(f"{rs_api}/{rs_id}", json={"name": "x", "identifier": "https://o"}, headers=acme)
+    throwaway = client.post(
+        rs_api, json={"identifier": "https://gone.example", "name": "Gone"}, headers=acme
+    ).get_json()["id"]
+    client.delete(f"{rs_api}/{throwaway}", headers={**acme, "If-Match": '"0"'})  # 412
+    client.delete(f"{rs_api}/{throwaway}", headers=acme)
 
     # Clients: every status each call can answer here.
     created = client.post(
@@ -463,6 +507,7 @@ def test_real_responses_of_every_operation_match_the_document(
     client.get(f"{API}/audit-events?limit=2", headers=acme)
     client.get(f"{API}/audit-events", headers=system)
     client.get(f"{API}/audit-events?cursor=garbage", headers=acme)  # 400
+    client.delete(f"{rs_api}/{rs_id}", headers=acme)  # 409 resource_server_in_use
     client.delete(f"{API}/clients/{cid}", headers=acme)
 
     checker = Checker(document)
@@ -599,6 +644,24 @@ def test_a_client_generated_from_the_document_works(client, factory, document):
     assert status == 201 and key["private_jwk"]["d"]
     assert [k["kid"] for k in api.call("listClientKeys", client_id=cid)[1]["data"]] == [key["kid"]]
     assert api.call("deleteClientKey", client_id=cid, kid=key["kid"])[0] == 204
+
+    status, rs = api.call(
+        "createResourceServer",
+        {"identifier": "https://gen.example", "name": "Gen", "scopes": [{"value": "read"}]},
+    )
+    assert status == 201 and rs["shared"] is False
+    assert api.call("listResourceServers", limit=1)[1]["data"] == [rs]
+    assert api.call("getResourceServer", resource_server_id=rs["id"])[1] == rs
+    status, patched_rs = api.call(
+        "patchResourceServer", {"access_token_ttl": 300}, resource_server_id=rs["id"]
+    )
+    assert status == 200 and patched_rs["access_token_ttl"] == 300
+    status, replaced_rs = api.call(
+        "replaceResourceServer", {"name": "Gen"}, resource_server_id=rs["id"]
+    )
+    assert status == 200 and replaced_rs["access_token_ttl"] is None
+    assert replaced_rs["scopes"] == []
+    assert api.call("deleteResourceServer", resource_server_id=rs["id"])[0] == 204
 
     status, events = api.call("listAuditEvents", limit=3)
     assert status == 200 and len(events["data"]) == 3 and events["next_cursor"]
