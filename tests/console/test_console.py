@@ -233,6 +233,7 @@ def test_console_pages_are_not_cached_and_forbid_inline_scripts(system_admin, co
 def test_create_client_shows_a_working_secret_once_and_audits_the_admin(
     system_admin, console, client, factory
 ):
+    factory.resource_server("acme", "https://api.example.com")
     cid, secret, response = console.create(
         name="web-reader",
         friendly_name="Web reader",
