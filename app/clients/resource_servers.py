@@ -57,10 +57,14 @@ def audience_errors(account_id: str, client_type: str, audiences: Iterable[str])
         return []
     usable = set(
         db.session.scalars(
-            sa.select(ResourceServer.identifier).where(
+            sa.select(ResourceServer.identifier)
+            .where(
                 ResourceServer.identifier.in_(wanted),
                 sa.or_(ResourceServer.account_id == account_id, ResourceServer.shared),
             )
+            # FOR SHARE: a concurrent delete (which locks the row FOR UPDATE
+            # and then looks for users) waits for this write, and sees it.
+            .with_for_update(read=True)
         )
     )
     return [

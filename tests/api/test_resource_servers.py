@@ -373,3 +373,11 @@ def test_a_warm_cache_reads_no_database(client, factory, app):
             event.remove(db.engine, "before_cursor_execute", count)
     assert record is not None and record.scopes == frozenset({"x"})
     assert statements == []
+    # Nor does a token request: no statement touches resource_servers.
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            assert _token(client, cid, secret).status_code == 200
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+    assert not [s for s in statements if "resource_servers" in s]
