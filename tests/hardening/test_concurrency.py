@@ -99,6 +99,7 @@ def test_concurrent_patches_to_different_fields_lose_none(app, factory, on_postg
     if not on_postgres:
         pytest.skip("SQLite has no row locks; concurrent read-modify-write is PostgreSQL's case")
     cid, _ = factory.client(scopes=["read"])
+    factory.resource_server("acme", "https://api.example.com")  # for the audiences patch
     admin = factory.admin_headers("system")
 
     def patcher(field, value):
