@@ -94,6 +94,17 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     assert page.get_by_role("heading", name="Clients").is_visible()
     page.screenshot(path=shots / "clients.png", full_page=True)
 
+    # Register the API its client will get tokens for (docs/api.md §2.7).
+    page.get_by_role("link", name="Resource servers").click()
+    page.get_by_role("link", name="New resource server").click()
+    page.get_by_role("textbox", name="Account").fill("acme")
+    page.get_by_label("Identifier", exact=False).fill("https://api.example.com")
+    page.get_by_label("Name", exact=True).fill("Example API")
+    page.get_by_label("Scopes", exact=False).fill("read Read things\nwrite")
+    page.get_by_role("button", name="Register").click()
+    page.get_by_role("heading", name="Example API").wait_for()
+    page.screenshot(path=shots / "resource_server.png", full_page=True)
+
     # Create a client; its secret is shown once, with a working copy button.
     page.get_by_role("link", name="New client").first.click()
     page.get_by_label("Name", exact=False).first.fill("browser-made")
@@ -195,7 +206,7 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     assert not foreign, f"the console fetched from another host: {foreign}"
     assert not problems, f"browser errors: {problems}"
     names = sorted(p.name for p in shots.iterdir())
-    assert len(names) == 8, names
+    assert len(names) == 9, names
     for shot in shots.iterdir():
         assert shot.stat().st_size > 5_000
     if os.environ.get("CONSOLE_SCREENSHOTS"):
