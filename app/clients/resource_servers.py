@@ -49,8 +49,9 @@ def audience_errors(account_id: str, client_type: str, audiences: Iterable[str])
     """Problems of a client's `audiences` (docs/api.md §2.1): the one place this rule lives.
 
     Each must be the identifier of a resource server of the client's own
-    account or a shared one, or a built-in audience. (Which client types may
-    list the management audience is decided here too.)
+    account or a shared one, or a built-in audience. `client_type` is here so
+    that the admin-only rule for the management audience can join it (it is
+    checked by app.api.schemas.management_audience_errors today).
     """
     wanted = [a for a in dict.fromkeys(audiences) if a not in built_in_audiences()]
     if not wanted:
