@@ -63,6 +63,10 @@ class Client(Model):
     # None: any method the client has credentials for; else only these
     # (names from app.protocol.AUTH_METHODS).
     allowed_auth_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # Tokens issued before this instant are inactive (revoke-tokens, and
+    # disabling); None: no cut-off. Also held by the shared deny store so that
+    # every instance sees it at once (app/state/jti.py).
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Bumped on every change; the ETag is derived from it.
     version: Mapped[int] = mapped_column(sa.Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -21,6 +21,9 @@ class RevokedToken(Model):
     jti: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     client_id: Mapped[str] = mapped_column(sa.String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Set only on a client's cut-off row (jti "cutoff:" + client id): tokens of
+    # that client with an `iat` before this epoch second are denied.
+    not_before: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
 
 
 class UsedAssertion(Model):
