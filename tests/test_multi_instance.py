@@ -267,6 +267,35 @@ def test_revoke_on_a_is_inactive_at_b(pair, factory):
     assert introspect.json() == {"active": False}
 
 
+def test_revoke_tokens_on_a_cuts_off_at_b_at_once(pair, factory):
+    """docs/api.md §2.1 `revoke-tokens`: on every instance at once, like a revocation."""
+    a, b = pair
+    cid, secret = factory.client(scopes=["read"])
+    rs_id, rs_secret = factory.client(scopes=[])
+    admin_id, admin_secret = factory.admin()
+    admin_token = token_of(b, admin_id, admin_secret)
+    mine = {"Authorization": f"Bearer {admin_token}"}
+    token = token_of(a, cid, secret)
+    # B has both clients' records cached from here on.
+    assert b.post("/oauth2/introspect", data={"token": token}, auth=(rs_id, rs_secret)).json()[
+        "active"
+    ]
+    assert b.get("/api/v1/clients", headers=mine).status_code == 200
+    headers = admin_headers(factory, a)
+    assert a.post(f"/api/v1/clients/{cid}/revoke-tokens", headers=headers).status_code == 204
+    assert a.post(f"/api/v1/clients/{admin_id}/revoke-tokens", headers=headers).status_code == 204
+    introspect = b.post("/oauth2/introspect", data={"token": token}, auth=(rs_id, rs_secret))
+    assert introspect.json() == {"active": False}
+    assert b.get("/api/v1/clients", headers=mine).status_code == 401
+    # A token issued afterwards, by either instance, works at the other.
+    for issuer, checker in ((a, b), (b, a)):
+        later = token_of(issuer, cid, secret)
+        body = checker.post(
+            "/oauth2/introspect", data={"token": later}, auth=(rs_id, rs_secret)
+        ).json()
+        assert body["active"] is True
+
+
 def test_assertion_accepted_by_a_is_refused_when_replayed_at_b(pair, factory):
     a, b = pair
     admin = admin_headers(factory, a, "acme")

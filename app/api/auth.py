@@ -11,7 +11,7 @@ from flask import current_app, g, request
 
 from app.clients.service import SYSTEM_ACCOUNT
 from app.errors import Forbidden, Unauthorized
-from app.oauth.rfc9068 import verify_access_token
+from app.oauth.rfc9068 import issued_ms, verify_access_token
 from app.runtime import runtime
 
 
@@ -60,11 +60,18 @@ def authenticate() -> Caller:
     except (jwt.InvalidTokenError, ValueError) as exc:
         raise _invalid("The access token is invalid or expired.") from exc
     # Asked of the shared store on every request: a revocation has no delay.
-    if runtime().jti.is_revoked(claims["jti"]):
+    client_id = claims.get("client_id") or claims["sub"]
+    iat = claims.get("iat") if isinstance(claims.get("iat"), int) else None
+    issued = issued_ms(claims["jti"], iat)
+    # Revocation and the client's token cut-off, in one round trip of the
+    # shared store: neither has any delay on any instance.
+    if runtime().jti.is_revoked(claims["jti"], client_id, issued):
         raise _invalid("The access token has been revoked.")
-    record = runtime().clients.get(claims.get("client_id") or claims["sub"])
+    record = runtime().clients.get(client_id)
     if record is None or record.disabled or record.client_type != "admin":
         raise _invalid("The access token's client is no longer allowed.")
+    if record.cuts_off(issued):
+        raise _invalid("The access token has been revoked.")
     # The token carries what was granted at issue time; a scope the client
     # has since lost stops working at once, as a deleted client does.
     scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(record.scopes)

@@ -102,6 +102,19 @@ def clients_unlock(client_id: str) -> None:
     _set_locked(client_id, False)
 
 
+@clients_cli.cli.command("revoke-tokens")
+@click.argument("client_id")
+def clients_revoke_tokens(client_id: str) -> None:
+    """Revoke every token issued to a client until now; new tokens work (docs/api.md §2.1)."""
+    client = _load(client_id, for_update=True)
+    try:
+        service.revoke_tokens(client, CLI_ACTOR, policy.OPERATOR_SCOPES)
+    except AppError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(f"{client.id}: every token issued until now is revoked")
+
+
 @secrets_cli.cli.command("rotate")
 @click.argument("client_id")
 @click.option(

@@ -61,6 +61,8 @@ class ClientRecord(ClientMixin):
     keys: tuple[KeyRecord, ...] = ()
     #: None: every method of AUTH_METHODS; else only these (docs/api.md §1).
     allowed_auth_methods: tuple[str, ...] | None = None
+    #: Epoch milliseconds: tokens issued earlier are cut off (None: no cut-off).
+    tokens_valid_after: int | None = None
 
     # Authlib ClientMixin hooks.
     def get_client_id(self) -> str:
@@ -89,6 +91,12 @@ class ClientRecord(ClientMixin):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type == "client_credentials"
+
+    def cuts_off(self, issued_ms: int | None) -> bool:
+        """Whether a token of this client issued then (epoch ms) is before its cut-off."""
+        if self.tokens_valid_after is None:
+            return False
+        return issued_ms is None or issued_ms < self.tokens_valid_after
 
     def active_secrets(self, now: datetime) -> list[SecretRecord]:
         return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
@@ -189,7 +197,7 @@ def _possible_id(client_id: str) -> bool:
 # asks for a token once per token lifetime), so this is the common path.
 _PG_LOAD = """
 SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
-       c.access_token_ttl, c.disabled, c.allowed_auth_methods,
+       c.access_token_ttl, c.disabled, c.allowed_auth_methods, c.tokens_valid_after,
        (SELECT json_agg(json_build_array(s.id, s.secret_hash, s.expires_at))
           FROM client_secrets s WHERE s.client_id = c.id),
        (SELECT json_agg(json_build_array(k.kid, k.alg, k.public_jwk, k.expires_at))
@@ -201,6 +209,10 @@ SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
 
 def _utc(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _epoch(value: datetime | None) -> int | None:
+    return None if value is None else round(value.timestamp() * 1000)
 
 
 class PostgresRecordLoader:
@@ -217,7 +229,7 @@ class PostgresRecordLoader:
             return None
         row = rows[0]
         cid, account_id, name, client_type, scopes, audiences, ttl, disabled, methods = row[:9]
-        secrets, keys = row[9:]
+        valid_after, secrets, keys = row[9:]
         return ClientRecord(
             id=cid,
             account_id=account_id,
@@ -228,6 +240,7 @@ class PostgresRecordLoader:
             access_token_ttl=ttl,
             disabled=disabled,
             allowed_auth_methods=None if methods is None else tuple(methods),
+            tokens_valid_after=_epoch(valid_after),
             secrets=tuple(
                 SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()
             ),
@@ -266,6 +279,7 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
             Client.access_token_ttl,
             Client.disabled,
             Client.allowed_auth_methods,
+            Client.tokens_valid_after,
         ).where(Client.id == client_id)
     ).first()
     if row is None:
@@ -292,6 +306,7 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
         allowed_auth_methods=(
             None if row.allowed_auth_methods is None else tuple(row.allowed_auth_methods)
         ),
+        tokens_valid_after=_epoch(row.tokens_valid_after),
         secrets=tuple(SecretRecord(s.id, s.secret_hash, s.expires_at) for s in secrets),
         keys=tuple(KeyRecord(k.kid, k.alg, k.public_jwk, k.expires_at) for k in keys),
     )

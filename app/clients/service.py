@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,13 +15,16 @@ from app.audit import events as audit
 
 # Re-exported: defined with the rules that use it.
 from app.clients.policy import MANAGEMENT_SCOPES as MANAGEMENT_SCOPES
+from app.clients.policy import ensure_may_manage
 from app.clients.records import mark_client_changed
 from app.clients.resource_servers import check_audiences
 from app.clients.secrets import add_secret
 from app.errors import BadRequest, Conflict, NotFound
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
+from app.models.client import MAX_TTL
 from app.models.types import new_id
+from app.runtime import runtime
 from app.timeutil import utcnow
 
 SYSTEM_ACCOUNT = "system"
@@ -122,6 +127,10 @@ def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
             changes.get("client_type", client.client_type),
             changes.get("audiences", client.audiences),
         )
+    if changes.get("disabled") is True:
+        # Enabling the client again must not bring its old tokens back. Before
+        # this session writes: on SQLite the store's own write would wait for it.
+        _cut_off(client)
     try:
         with db.session.begin_nested():
             for field, value in changes.items():
@@ -139,12 +148,50 @@ def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
     return True
 
 
+def revoke_tokens(client: Client, actor: str, caller_scopes: Iterable[str]) -> None:
+    """Cut off every token issued to the client until now (docs/api.md §2.1 `revoke-tokens`).
+
+    Allowed on a locked client: it changes no setting, and `version` (the
+    ETag) stays. Refused like any other change to an admin client stronger
+    than the caller, whose management tokens this would end.
+
+    :raise Forbidden: insufficient_privilege.
+    """
+    ensure_may_manage(caller_scopes, client)
+    _cut_off(client)
+    mark_client_changed(client.id)
+    audit.record(actor, "client.tokens_revoked", client.id, client.account_id)
+
+
+def _cut_off(client: Client) -> None:
+    """Deny the client's tokens issued up to now, on every instance before the commit.
+
+    Tokens carry their issue time to the millisecond in their `jti`
+    (app.oauth.rfc9068.new_jti), so the cut-off is this millisecond's end:
+    a token issued before the call is cut off and one issued after it is not,
+    whichever instance issued or checks it.
+    The shared store is written first: were the commit to fail, the tokens
+    would be cut off without the column saying so, never the reverse. Call it
+    before the session writes anything: on SQLite the store's write (on its
+    own connection) would otherwise wait for the session's lock.
+    """
+    not_before = int(time.time() * 1000) + 1
+    at = datetime.fromtimestamp(not_before / 1000, UTC)
+    # Past this no token issued before the cut-off can still be unexpired.
+    runtime().jti.cut_off(client.id, not_before, at + timedelta(seconds=MAX_TTL + 60))
+    if client.tokens_valid_after is None or client.tokens_valid_after < at:
+        client.tokens_valid_after = at
+
+
 def delete_client(client: Client, actor: str) -> None:
     """Delete a client with its secrets and keys; its tokens stop at once in this process.
 
     Children are deleted explicitly: SQLite enforces ON DELETE CASCADE only
     with a pragma, and the result must not depend on it.
     """
+    # Its tokens become inactive on every instance at once, not only when
+    # each instance's cached record expires. First: see _cut_off.
+    _cut_off(client)
     db.session.execute(sa.delete(ClientSecret).where(ClientSecret.client_id == client.id))
     db.session.execute(sa.delete(ClientKey).where(ClientKey.client_id == client.id))
     db.session.delete(client)

@@ -357,6 +357,18 @@ def change_state(client_id: str):
     return redirect(url_for("console.show_client", client_id=client.id), code=303)
 
 
+@bp.post("/clients/<client_id>/revoke-tokens")
+@login_required
+def revoke_tokens(client_id: str):
+    """Cut off every token issued to the client until now (allowed on a locked client)."""
+    require("clients:write")
+    client = _client(client_id, for_update=True)
+    service.revoke_tokens(client, g.caller.client_id, g.caller.scopes)
+    db.session.commit()
+    flash("Every token issued to this client until now is revoked.", "success")
+    return redirect(url_for("console.show_client", client_id=client.id), code=303)
+
+
 @bp.get("/clients/<client_id>/delete")
 @login_required
 def confirm_delete(client_id: str):

@@ -22,7 +22,7 @@ class RevokedToken(Model):
     client_id: Mapped[str] = mapped_column(sa.String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Set only on a client's cut-off row (jti "cutoff:" + client id): tokens of
-    # that client with an `iat` before this epoch second are denied.
+    # that client issued before this instant (epoch milliseconds) are denied.
     not_before: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
 
 

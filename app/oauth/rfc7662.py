@@ -53,12 +53,17 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             raise InvalidRequestError("The token parameter is missing.")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
-        """Our token if it verifies and its client still exists and is enabled."""
+        """Our token if it verifies, its client still exists and is enabled, and it is not cut off.
+
+        The shared store's deny-list and cut-off are asked afterwards, by
+        Authlib through `AccessToken.is_revoked`; the record's cut-off answers
+        here first, at no cost, once this process has seen it.
+        """
         token = AccessToken.read(token_string)
         if token is None:
             return None
         record = runtime().clients.get(token.client_id)
-        if record is None or record.disabled:
+        if record is None or record.disabled or record.cuts_off(token.issued_ms):
             return None
         return token
 

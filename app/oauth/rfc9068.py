@@ -3,9 +3,10 @@
 Access tokens are never stored: issuing writes nothing. A token is good
 while its signature, `typ`, `iss`, `exp` (and `aud` where one is expected)
 check out against our published keys (`verify_access_token`), its `jti` is
-not on the shared deny-list (`AccessToken.is_revoked`, app.state.jti) and
-its client still exists and is enabled (asked by each user of the token:
-app.api.auth, app.oauth.rfc7662).
+not on the shared deny-list (`AccessToken.is_revoked`, app.state.jti), it
+was issued after its client's token cut-off (its `jti` carries the issue
+time to the millisecond, `new_jti`), and its client still exists and is
+enabled (asked by each user of the token: app.api.auth, app.oauth.rfc7662).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
             raise NoSigningKeyError("no current signing key is loaded")
         scope = scope or ""
         ttl = expires_in or client.access_token_ttl
-        now = int(time.time())
+        issued = time.time()
+        now = int(issued)
         aud = list(audiences) if audiences else self.get_audiences(client, scope)
         claims = {
             "iss": self.issuer,
@@ -89,7 +91,7 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
             "iat": now,
             "nbf": now,
             "exp": now + ttl,
-            "jti": secrets.token_urlsafe(16),
+            "jti": new_jti(issued),
             "scope": scope,
             **self.get_extra_claims(client, scope),
         }
@@ -149,6 +151,38 @@ def verify_access_token(token: str, audience: str | None) -> dict:
     )
 
 
+def new_jti(issued: float) -> str:
+    """A token id that carries its issue time to the millisecond, like a UUIDv7 (RFC 9562 §5.7).
+
+    48 bits of epoch milliseconds, then 80 random bits: unique and
+    unguessable as before (the id was 128 random bits), and at the same
+    length. `iat` has a resolution of one second, too coarse to tell a token
+    issued just before a client's token cut-off from one issued just after it
+    (docs/api.md §2.1 `revoke-tokens`); the signed id can.
+    """
+    raw = int(issued * 1000).to_bytes(6, "big") + secrets.token_bytes(10)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def issued_ms(jti: str, iat: int | None) -> int | None:
+    """When a token was issued, in epoch milliseconds: from its `jti` when `new_jti` made it.
+
+    A token from before this format (a random id) counts as issued at the
+    start of its `iat` second, so a cut-off later in that second ends it too.
+    """
+    if len(jti) == 22:
+        try:
+            raw = base64.urlsafe_b64decode(jti + "==")
+        except ValueError:
+            raw = b""
+        if len(raw) == 16:
+            ms = int.from_bytes(raw[:6], "big")
+            # A random id decodes to a time far from its token's iat.
+            if iat is None or abs(ms // 1000 - iat) <= 1:
+                return ms
+    return None if iat is None else iat * 1000
+
+
 @dataclass(frozen=True)
 class AccessToken(TokenMixin):
     """One of our access tokens, verified, as Authlib's introspection and revocation see it."""
@@ -189,6 +223,12 @@ class AccessToken(TokenMixin):
         # `read` refused it if it was expired (no leeway).
         return False
 
+    @property
+    def issued_ms(self) -> int | None:
+        """Issue time in epoch milliseconds (see `issued_ms`)."""
+        iat = self.claims.get("iat")
+        return issued_ms(self.jti, int(iat) if isinstance(iat, int | float) else None)
+
     def is_revoked(self) -> bool:
-        """On the shared deny-list (RFC 7009); asked of the store every time."""
-        return runtime().jti.is_revoked(self.jti)
+        """On the shared deny-list (RFC 7009) or before its client's cut-off; asked every time."""
+        return runtime().jti.is_revoked(self.jti, self.client_id, self.issued_ms)

@@ -3,7 +3,10 @@
 Both are keyed by a `jti` and live exactly as long as the JWT they name
 could still be accepted, so neither grows without bound:
 
-- the deny-list (RFC 7009): a revoked access token's `jti` until its `exp`;
+- the deny-list (RFC 7009): a revoked access token's `jti` until its `exp`,
+  and each client's token cut-off (docs/api.md §2.1 `revoke-tokens`): every
+  token of that client issued before an instant (epoch milliseconds), until
+  the longest token issued before it has expired;
 - the replay cache (RFC 7523 §3, RFC 7521 §5.2): a key the caller makes
   unique (for assertions `client_id:jti`) until the assertion's `exp`.
 
@@ -40,6 +43,10 @@ from app.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 REVOKED_PREFIX = "ccs:revoked:"
+CUTOFF_PREFIX = "ccs:cutoff:"
+# A cut-off's key in the deny-list table: random jtis (URL-safe base64) never
+# hold a ":".
+CUTOFF_JTI = "cutoff:"
 ASSERTION_PREFIX = "ccs:assertion:"
 # Expired rows are deleted by whichever request comes next after this many
 # seconds, or after this many inserts, whichever is first.
@@ -58,8 +65,21 @@ class JtiStore(Protocol):
         :raises ServiceUnavailable: the store is configured but unreachable.
         """
 
-    def is_revoked(self, jti: str) -> bool:
-        """Whether the token `jti` is denied; asks the shared store every time.
+    def cut_off(self, client_id: str, not_before: int, expires_at: datetime) -> None:
+        """Deny every token of `client_id` issued before `not_before` (epoch ms) until `expires_at`.
+
+        A later cut-off of the same client replaces an earlier one, never the
+        other way round. Visible to every instance as soon as this returns.
+
+        :raises ServiceUnavailable: the store is configured but unreachable.
+        """
+
+    def is_revoked(
+        self, jti: str, client_id: str | None = None, issued_ms: int | None = None
+    ) -> bool:
+        """Whether the token `jti` is denied, or (given its client and issue time, ms) cut off.
+
+        Both are asked in one round trip of the shared store, every time.
 
         :raises ServiceUnavailable: the store is unreachable (fail closed).
         """
@@ -95,6 +115,16 @@ def _ttl(expires_at: datetime) -> int:
     return max(1, math.ceil((expires_at - utcnow()).total_seconds()))
 
 
+# A later cut-off wins; the key lives as long as the longest one set.
+_REDIS_CUT_OFF = """
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('TTL', KEYS[1])
+if tonumber(ARGV[1]) > old then redis.call('SET', KEYS[1], ARGV[1]) else ttl = math.max(ttl, 0) end
+redis.call('EXPIRE', KEYS[1], math.max(tonumber(ARGV[2]), ttl))
+return 1
+"""
+
+
 # --- Redis ------------------------------------------------------------------------
 
 
@@ -119,11 +149,24 @@ class RedisJtiStore:
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
 
-    def is_revoked(self, jti: str) -> bool:
+    def cut_off(self, client_id: str, not_before: int, expires_at: datetime) -> None:
         try:
-            return bool(self.client.exists(REVOKED_PREFIX + jti))
+            self.client.eval(
+                _REDIS_CUT_OFF, 1, CUTOFF_PREFIX + client_id, not_before, _ttl(expires_at)
+            )
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
+
+    def is_revoked(
+        self, jti: str, client_id: str | None = None, issued_ms: int | None = None
+    ) -> bool:
+        try:
+            if client_id is None or issued_ms is None:
+                return bool(self.client.exists(REVOKED_PREFIX + jti))
+            revoked, cutoff = self.client.mget(REVOKED_PREFIX + jti, CUTOFF_PREFIX + client_id)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        return revoked is not None or (cutoff is not None and issued_ms < int(cutoff))
 
     def use_once(self, key: str, expires_at: datetime) -> bool:
         try:
@@ -179,6 +222,18 @@ INSERT INTO revoked_tokens (jti, client_id, expires_at) VALUES (%s, %s, %s)
 ON CONFLICT (jti) DO NOTHING
 """
 _PG_IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = %s AND expires_at > %s"
+# The token's own row and its client's cut-off row in one statement.
+_PG_IS_REVOKED_OR_CUT_OFF = """
+SELECT 1 FROM revoked_tokens
+ WHERE expires_at > %s AND (jti = %s OR (jti = %s AND not_before > %s))
+ LIMIT 1
+"""
+_PG_CUT_OFF = """
+INSERT INTO revoked_tokens (jti, client_id, expires_at, not_before) VALUES (%s, %s, %s, %s)
+ON CONFLICT (jti) DO UPDATE
+   SET not_before = GREATEST(revoked_tokens.not_before, EXCLUDED.not_before),
+       expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)
+"""
 # A new key is inserted, a row left by an expired entry with the same key is
 # taken over, and a live row (a replay) returns nothing. The row lock of ON
 # CONFLICT makes racing uses of one key give exactly one success.
@@ -208,8 +263,21 @@ class PostgresJtiStore(_DatabaseJtiStore):
         self.executor.execute(_PG_REVOKE, (jti, client_id, expires_at))
         self._maybe_purge()
 
-    def is_revoked(self, jti: str) -> bool:
-        return bool(self.executor.fetch(_PG_IS_REVOKED, (jti, utcnow())))
+    def cut_off(self, client_id: str, not_before: int, expires_at: datetime) -> None:
+        self.executor.execute(
+            _PG_CUT_OFF, (CUTOFF_JTI + client_id, client_id, expires_at, not_before)
+        )
+
+    def is_revoked(
+        self, jti: str, client_id: str | None = None, issued_ms: int | None = None
+    ) -> bool:
+        if client_id is None or issued_ms is None:
+            return bool(self.executor.fetch(_PG_IS_REVOKED, (jti, utcnow())))
+        return bool(
+            self.executor.fetch(
+                _PG_IS_REVOKED_OR_CUT_OFF, (utcnow(), jti, CUTOFF_JTI + client_id, issued_ms)
+            )
+        )
 
     def use_once(self, key: str, expires_at: datetime) -> bool:
         fresh = bool(self.executor.fetch(_PG_USE_ONCE, (key, expires_at, utcnow())))
@@ -248,12 +316,56 @@ class SqlJtiStore(_DatabaseJtiStore):
             pass  # already revoked
         self._maybe_purge()
 
-    def is_revoked(self, jti: str) -> bool:
+    def cut_off(self, client_id: str, not_before: int, expires_at: datetime) -> None:
+        try:
+            self._cut_off(client_id, not_before, expires_at)
+        except IntegrityError:
+            # A racing first cut-off inserted the row between our read and
+            # insert; the second attempt updates it.
+            self._cut_off(client_id, not_before, expires_at)
+
+    def _cut_off(self, client_id: str, not_before: int, expires_at: datetime) -> None:
+        key = CUTOFF_JTI + client_id
+        with self.engine.begin() as conn:
+            # Read and write in one transaction; SQLite serialises writers, so
+            # two racing cut-offs cannot both read the old row.
+            row = conn.execute(
+                sa.select(RevokedToken.not_before, RevokedToken.expires_at).where(
+                    RevokedToken.jti == key
+                )
+            ).first()
+            if row is None:
+                conn.execute(
+                    sa.insert(RevokedToken).values(
+                        jti=key, client_id=client_id, expires_at=expires_at, not_before=not_before
+                    )
+                )
+            else:
+                conn.execute(
+                    sa.update(RevokedToken)
+                    .where(RevokedToken.jti == key)
+                    .values(
+                        not_before=max(row.not_before or 0, not_before),
+                        expires_at=max(row.expires_at, expires_at),
+                    )
+                )
+
+    def is_revoked(
+        self, jti: str, client_id: str | None = None, issued_ms: int | None = None
+    ) -> bool:
+        wanted = RevokedToken.jti == jti
+        if client_id is not None and issued_ms is not None:
+            wanted = sa.or_(
+                wanted,
+                sa.and_(
+                    RevokedToken.jti == CUTOFF_JTI + client_id, RevokedToken.not_before > issued_ms
+                ),
+            )
         with self.engine.connect() as conn:
             found = conn.execute(
-                sa.select(RevokedToken.jti).where(
-                    RevokedToken.jti == jti, RevokedToken.expires_at > utcnow()
-                )
+                sa.select(RevokedToken.jti)
+                .where(wanted, RevokedToken.expires_at > utcnow())
+                .limit(1)
             ).first()
         return found is not None
 

@@ -68,6 +68,7 @@ def operations(cid: str, secret_id: str, kid: str) -> dict[str, tuple[str, str, 
         "delete_secret": ("DELETE", f"{API}/{cid}/secrets/{secret_id}", None),
         "add_key": ("POST", f"{API}/{cid}/keys", {}),
         "delete_key": ("DELETE", f"{API}/{cid}/keys/{kid}", None),
+        "revoke_tokens": ("POST", f"{API}/{cid}/revoke-tokens", None),
     }
 
 

@@ -122,3 +122,19 @@ def test_the_operator_may_change_the_bootstrap_admin(runner, client, factory, ap
     assert token_status(client, cid, json.loads(rotated.output)["secret"]) == 200
     assert token_status(client, cid, old) == 401
     assert audit_actions(app, cid).count(("cli", "client.updated")) == 2
+
+
+def test_revoke_tokens(runner, client, factory, app):
+    cid, secret = factory.client("acme", scopes=["read"], audiences=["https://orders.example"])
+    resource = basic_auth(*factory.client("acme"))
+    token = client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic_auth(cid, secret)
+    ).get_json()["access_token"]
+    result = runner.invoke(args=["clients", "revoke-tokens", cid])
+    assert result.exit_code == 0, result.output
+    assert "revoked" in result.output
+    introspected = client.post("/oauth2/introspect", data={"token": token}, headers=resource)
+    assert introspected.get_json() == {"active": False}
+    assert ("cli", "client.tokens_revoked") in audit_actions(app, cid)
+    missing = runner.invoke(args=["clients", "revoke-tokens", "missing"])
+    assert missing.exit_code == 1

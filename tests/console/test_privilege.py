@@ -58,11 +58,12 @@ def forms(strong) -> dict[str, tuple[str, dict]]:
         "delete_secret": (f"{base}/secrets/{secret_id}/delete", {}),
         "add_key": (f"{base}/keys", {"action": "generate"}),
         "delete_key": (f"{base}/keys/{kid}/delete", {}),
+        "revoke_tokens": (f"{base}/revoke-tokens", {}),
     }
 
 
 FORMS = ["edit", "lock", "unlock", "disable", "delete", "add_secret", "rotate_secret"]
-FORMS += ["delete_secret", "add_key", "delete_key"]
+FORMS += ["delete_secret", "add_key", "delete_key", "revoke_tokens"]
 
 
 @pytest.mark.parametrize("form", FORMS)

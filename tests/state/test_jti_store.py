@@ -97,6 +97,54 @@ def test_use_once_admits_exactly_one_of_racing_callers(store):
     assert sorted(results) == [False] * 7 + [True]
 
 
+def test_a_cut_off_denies_the_clients_earlier_tokens_only(store):
+    cid, other = fresh(), fresh()
+    later = utcnow() + timedelta(minutes=5)
+    assert store.is_revoked(fresh(), cid, 1_000) is False
+    store.cut_off(cid, 1_000, later)
+    assert store.is_revoked(fresh(), cid, 999) is True
+    assert store.is_revoked(fresh(), cid, 1_000) is False
+    assert store.is_revoked(fresh(), other, 999) is False
+    # Without its client and iat a token is asked about its own jti only.
+    assert store.is_revoked(fresh()) is False
+    # A revoked token stays revoked after its client's cut-off.
+    token = fresh()
+    store.revoke(token, cid, later)
+    assert store.is_revoked(token, cid, 2_000) is True
+
+
+def test_a_later_cut_off_wins_and_an_earlier_one_never_undoes_it(store):
+    cid = fresh()
+    soon, later = utcnow() + timedelta(minutes=1), utcnow() + timedelta(minutes=5)
+    store.cut_off(cid, 2_000, later)
+    store.cut_off(cid, 1_000, soon)
+    assert store.is_revoked(fresh(), cid, 1_500) is True
+    store.cut_off(cid, 3_000, soon)
+    assert store.is_revoked(fresh(), cid, 2_500) is True
+    assert store.is_revoked(fresh(), cid, 3_000) is False
+
+
+def test_a_cut_off_past_its_expiry_denies_nothing(store, backend):
+    cid = fresh()
+    if backend.name == "redis":
+        store.cut_off(cid, 1_000, utcnow() + timedelta(seconds=1))
+        assert backend.redis.ttl(jti.CUTOFF_PREFIX + cid) <= 1
+        return
+    with backend.engine.begin() as conn:
+        conn.execute(
+            sa.insert(RevokedToken),
+            [
+                {
+                    "jti": jti.CUTOFF_JTI + cid,
+                    "client_id": cid,
+                    "expires_at": utcnow() - timedelta(seconds=1),
+                    "not_before": 1_000,
+                }
+            ],
+        )
+    assert store.is_revoked(fresh(), cid, 999) is False
+
+
 def test_database_rows_past_expiry_count_for_nothing_and_are_purged(store, backend):
     if backend.name == "redis":
         assert store.purge_expired() == 0  # Redis drops keys at their TTL itself
@@ -128,6 +176,8 @@ def test_unreachable_redis_fails_closed():
             lambda: store.is_revoked("x"),
             lambda: store.use_once("c:x", later),
             lambda: store.revoke("x", "c", later),
+            lambda: store.is_revoked("x", "c", 1),
+            lambda: store.cut_off("c", 1, later),
         ):
             with pytest.raises(ServiceUnavailable):
                 call()
