@@ -61,6 +61,7 @@ def _rows(start: int, stop: int, pepper: bytes) -> Iterator[tuple[dict, dict]]:
                 "locked": False,
                 "disabled": False,
                 "allowed_auth_methods": None,
+                "tokens_valid_after": None,
                 "version": 1,
                 "created_at": at,
                 "updated_at": at,
