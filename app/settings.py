@@ -116,8 +116,11 @@ class Settings(BaseSettings):
     # last_used_at is written at most this often per secret or key.
     last_used_resolution: int = 60
 
+    # Failed client authentications per window (app/oauth/throttle.py): per
+    # client id from one address, per address, per client id from all; 0: off.
     auth_failure_limit_client: int = 20
     auth_failure_limit_address: int = 300
+    auth_failure_limit_client_total: int = 1000
     auth_failure_window: int = 60
     # Keep each process's copy of the blocks current by LISTEN/NOTIFY or Redis
     # pub/sub (app/state/failure_feed.py) instead of reading counters per request.

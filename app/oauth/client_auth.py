@@ -124,7 +124,7 @@ class ClientAuthMixin:
     is Authlib's registry of methods (`register_client_auth_method`).
     """
 
-    #: Set by app.oauth.throttle: refuses (429) a client id or address past its limit.
+    #: Set by app.oauth.throttle: refuses (429) a request past a failure limit.
     rate_limiter: FailureLimit | None = None
     #: Called with (request, client_id) after every failed authentication.
     on_auth_failure: Callable[[FormRequest, str | None], None] | None = None
@@ -134,7 +134,7 @@ class ClientAuthMixin:
     ) -> ClientRecord:
         """The client the request authenticates by exactly one of `methods`.
 
-        :raise RateLimited: the client id or address is past its failure limit.
+        :raise RateLimited: the request is past a failure limit (app.oauth.throttle).
         :raise InvalidRequestError: more than one method in the request.
         :raise ClientAuthenticationFailed: anything else that is not a success.
         """

@@ -1,15 +1,22 @@
 """Limits on failed client authentications: the token, introspection and revocation
-endpoints and the console's sign-in share them.
+endpoints and the console's sign-in share them (docs/api.md §3).
 
-Failures are counted per claimed client id and per client address (see
-`app.http.client_address`) in fixed windows of AUTH_FAILURE_WINDOW seconds. Once either
-count reaches its limit (AUTH_FAILURE_LIMIT_CLIENT, AUTH_FAILURE_LIMIT_ADDRESS;
-0 turns a limit off) every request naming that client or coming from that
-address is refused with `429 slow_down` and a `Retry-After` header until the
-window ends, before its credentials are checked: even correct credentials
-are refused, so the limit cannot be used to confirm a guessed secret.
-Refused attempts are not counted, so when the window ends the counts start
-from zero and no attacker can lock a client out for longer than one window.
+Failures are counted in fixed windows of AUTH_FAILURE_WINDOW seconds under three
+keys (see `app.http.client_address` for the address):
+
+- the claimed client id from one address (AUTH_FAILURE_LIMIT_CLIENT),
+- the address, whatever client id it names or none (AUTH_FAILURE_LIMIT_ADDRESS),
+- the claimed client id from every address together (AUTH_FAILURE_LIMIT_CLIENT_TOTAL).
+
+0 turns a limit off. Once a count reaches its limit, every request under that key
+is refused with `429 slow_down` and a `Retry-After` header until the window
+ends, before its credentials are checked: even correct credentials are refused,
+so the limit cannot be used to confirm a guessed secret. The first limit blocks
+a client id from one address only, so someone who knows a client id but not its
+secret cannot lock the client out from the addresses it really uses, unless
+they reach the client-wide limit, which blocks the client id from every address.
+Refused attempts are not counted, so when the window ends the counts start from
+zero and no attacker can lock a client out for longer than one window.
 
 `slow_down` is the token-endpoint error registered by RFC 8628 §3.5 (OAuth
 Extensions Error Registry, RFC 6749 §8.5) for "polling too fast".
@@ -75,35 +82,49 @@ def claimed_client_id(request: FormRequest) -> str | None:
 class Throttle:
     """The failed-authentication limits over one app's shared failure counters."""
 
-    def __init__(self, counters: FailureCounters, limit_client: int, limit_address: int) -> None:
+    def __init__(
+        self,
+        counters: FailureCounters,
+        limit_client: int,
+        limit_address: int,
+        limit_client_total: int,
+    ) -> None:
         self.counters = counters
         self.limit_client = limit_client
         self.limit_address = limit_address
-        self.enabled = limit_client > 0 or limit_address > 0
+        self.limit_client_total = limit_client_total
+        self.enabled = limit_client > 0 or limit_address > 0 or limit_client_total > 0
 
     @classmethod
     def from_settings(cls, settings: Settings, store: CounterStore, engine: sa.Engine) -> Throttle:
-        limit_client = settings.auth_failure_limit_client
-        limit_address = settings.auth_failure_limit_address
+        limits = (
+            settings.auth_failure_limit_client,
+            settings.auth_failure_limit_address,
+            settings.auth_failure_limit_client_total,
+        )
         counters = FailureCounters(
             store,
             settings.auth_failure_window,
             engine,
-            min_limit=min((n for n in (limit_client, limit_address) if n > 0), default=1),
+            min_limit=min((n for n in limits if n > 0), default=1),
             use_feed=settings.auth_failure_feed,
         )
-        return cls(counters, limit_client, limit_address)
+        return cls(counters, *limits)
 
     def _limits(self, client_id: str | None, address: str) -> dict[str, int]:
         limits = {}
         if client_id and self.limit_client > 0:
-            limits[counter_key("client", client_id)] = self.limit_client
+            # Its own kind: the pair is encoded whole, so no client id can
+            # name another client's pair (see counter_key).
+            limits[counter_key("pair", client_id, address)] = self.limit_client
         if self.limit_address > 0:
             limits[counter_key("addr", address)] = self.limit_address
+        if client_id and self.limit_client_total > 0:
+            limits[counter_key("client", client_id)] = self.limit_client_total
         return limits
 
     def check(self, client_id: str | None, address: str) -> None:
-        """Refuse a client id or address past its limit.
+        """Refuse a client id from this address, an address or a client id past its limit.
 
         :raise RateLimited: 429 with the seconds left in the window.
         """
@@ -114,7 +135,7 @@ class Throttle:
             raise RateLimited(self.counters.resets_in())
 
     def record_failure(self, client_id: str | None, address: str) -> None:
-        """Count one failed authentication for its client id and address."""
+        """Count one failed authentication under each of its keys."""
         if self.enabled:
             self.counters.hit(self._limits(client_id, address))
 
@@ -140,7 +161,7 @@ class Throttle:
 
 
 def check(client_id: str | None, address: str) -> None:
-    """Refuse a client id or address past its limit (the current app's throttle).
+    """`Throttle.check` on the current app's throttle.
 
     :raise RateLimited: 429 with the seconds left in the window.
     """
@@ -148,5 +169,5 @@ def check(client_id: str | None, address: str) -> None:
 
 
 def record_failure(client_id: str | None, address: str) -> None:
-    """Count one failed authentication for its client id and address (the current app's)."""
+    """`Throttle.record_failure` on the current app's throttle."""
     runtime().throttle.record_failure(client_id, address)

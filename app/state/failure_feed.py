@@ -1,4 +1,4 @@
-"""Each process's own copy of which client ids and addresses are over their limit.
+"""Each process's own copy of which failure-count keys are over their limit.
 
 The limiter's pre-check runs before every token, introspection and revocation
 request. Reading the shared counters for it each time cost about 200 µs of

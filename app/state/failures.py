@@ -3,9 +3,9 @@
 `FailureCounters` has the shape of warehouse's RateLimiter over `limits`:
 `test` (is every key below its limit in this window?), `hit` (count one
 failure for each key) and `resets_in` (seconds until the window ends). A
-key is any string; app/oauth/throttle.py counts client ids and client
-addresses and refuses with 429 whoever is past a limit (see its docstring
-for the policy).
+key is any string; app/oauth/throttle.py counts client ids per address,
+addresses and client ids from every address, and refuses with 429 whoever
+is past a limit (see its docstring for the policy).
 
 The counts live in a `CounterStore`, picked once by `create_app`
 (`store_for`): Redis (INCR + EXPIRE) when REDIS_URL is set, else the
@@ -24,6 +24,7 @@ does not pay a connection timeout.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -54,8 +55,15 @@ class StoreUnavailable(Exception):
     """The counters' store cannot be reached; the counters fail open."""
 
 
-def counter_key(kind: str, value: str) -> str:
-    """The key counting failures of `value` (a client id, an address) of one kind."""
+def counter_key(kind: str, *values: str) -> str:
+    """The key counting failures of one kind of value, or of a tuple of values.
+
+    One value (a client id, an address) is kept as it is when readable; several
+    (a client id and an address) are written as a JSON array, which no choice
+    of characters in one value can make equal to another pair's. A kind is
+    always used with the same number of values.
+    """
+    value = values[0] if len(values) == 1 else json.dumps(list(values), separators=(",", ":"))
     # Ids and addresses from the request are untrusted: keep readable ones as
     # they are and hash anything long or odd (PostgreSQL refuses NUL in text).
     if len(value) <= 128 and value.isascii() and value.isprintable():
@@ -177,7 +185,7 @@ def _upsert_rows(limits: Mapping[str, int], window_start: int, window: int) -> l
 
 _PURGE = sa.delete(AuthFailure).where(AuthFailure.expires_at < sa.bindparam("now"))
 
-# Built once: the expanding IN takes one or two keys, so each request only
+# Built once: the expanding IN takes one to three keys, so each request only
 # binds values and SQLAlchemy reuses the compiled form from its cache.
 _COUNTS = sa.select(AuthFailure.key, AuthFailure.count).where(
     AuthFailure.key.in_(sa.bindparam("keys", expanding=True)),
@@ -233,7 +241,7 @@ class SqlCounters:
 
 def _pg_counts(n: int) -> str:
     """`_COUNTS` in PostgreSQL's own SQL, for the autocommit executor."""
-    # One placeholder per key (one or two): plain text parameters cost the
+    # One placeholder per key (one to three): plain text parameters cost the
     # driver less to send than an array, and the driver prepares each form once.
     marks = ", ".join(["%s"] * n)
     return f"SELECT key, count FROM auth_failures WHERE key IN ({marks}) AND window_start = %s"  # noqa: S608

@@ -136,6 +136,31 @@ def test_signin_is_rate_limited_like_the_token_endpoint(make_app, factory):
     assert int(response.headers["Retry-After"]) >= 1
 
 
+def test_signin_limits_are_per_address_then_client_wide(make_app, factory):
+    """A client blocked from one address signs in from another, until the client-wide limit."""
+    limited = make_app(AUTH_FAILURE_LIMIT_CLIENT=3, AUTH_FAILURE_LIMIT_CLIENT_TOTAL=5)
+    cid, secret = factory.admin("acme")
+
+    def console_from(address: str) -> Console:
+        http = limited.test_client()
+        http.environ_base["REMOTE_ADDR"] = address
+        return Console(http)
+
+    attacker, home = console_from("203.0.113.66"), console_from("198.51.100.10")
+    for _ in range(3):
+        assert attacker.signin(cid, "ccs_wrong").status_code == 401
+    assert attacker.signin(cid, secret).status_code == 429
+    assert home.signin(cid, secret).status_code == 303
+    # Two failures more from a third address: five in all, so no address works now.
+    elsewhere = console_from("192.0.2.44")
+    for _ in range(2):
+        assert elsewhere.signin(cid, "ccs_wrong").status_code == 401
+    for console in (elsewhere, console_from("192.0.2.45"), console_from("198.51.100.10")):
+        response = console.signin(cid, secret)
+        assert response.status_code == 429
+        assert int(response.headers["Retry-After"]) >= 1
+
+
 def test_form_posts_without_a_valid_csrf_token_are_refused(factory, console, client):
     cid, secret = factory.admin("acme")
     console.get("/console/signin")

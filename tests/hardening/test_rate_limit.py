@@ -13,6 +13,7 @@ import time
 import pytest
 
 from app.runtime import runtime
+from app.state.failures import counter_key
 from tests.conftest import basic_auth
 
 WINDOW = 2
@@ -48,6 +49,7 @@ def app_config(base_config, migrated, backend, limits) -> dict:
         AUTH_FAILURE_WINDOW=WINDOW,
         AUTH_FAILURE_LIMIT_CLIENT=20,
         AUTH_FAILURE_LIMIT_ADDRESS=300,
+        AUTH_FAILURE_LIMIT_CLIENT_TOTAL=1000,
         TRUSTED_PROXIES="",
     )
     config.update(limits)
@@ -59,6 +61,18 @@ def fresh_window(needed: float = 1.2) -> None:
     left = WINDOW - time.time() % WINDOW
     if left < needed:
         time.sleep(left + 0.02)
+
+
+def stored_counts(app, keys: list[str]) -> list[int]:
+    """The shared counts of `keys` in the current window."""
+    with app.app_context():
+        counters = runtime().throttle.counters
+        return counters.store.counts(keys, counters.window_start())
+
+
+def from_address(address: str) -> dict:
+    """`environ_base` for a request whose peer is `address`."""
+    return {"REMOTE_ADDR": address}
 
 
 def assert_throttled(response) -> int:
@@ -115,19 +129,106 @@ def test_limit_refuses_right_secret_and_ends_with_window(app, client, factory):
         "/oauth2/token", data={**TOKEN, "client_id": cid, "client_secret": secret}
     )
     assert_throttled(response)
-    # 429-answered attempts are not failures: the stored count stays at the limit.
+    # 429-answered attempts are not failures: the stored counts stay at 20.
     for i in range(30):
         assert_throttled(client.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"y{i}")))
-    with app.app_context():
-        counters = runtime().throttle.counters
-        window_start = int(time.time() // WINDOW) * WINDOW
-        counts = counters.store.counts([f"client:{cid}", "addr:127.0.0.1"], window_start)
-    assert counts == [20, 20]
+    keys = [counter_key("pair", cid, "127.0.0.1"), "addr:127.0.0.1", f"client:{cid}"]
+    assert stored_counts(app, keys) == [20, 20, 20]
     # Another client from the same address is unaffected (address limit is 300).
     factory.token(other_cid, other_secret)
 
     time.sleep(WINDOW - time.time() % WINDOW + 0.02)
     assert factory.token(cid, secret)["access_token"]
+
+
+def test_client_blocked_from_one_address_still_gets_tokens_from_another(app, client, factory):
+    """Knowing a client id is not enough to lock the client out of its own addresses."""
+    cid, secret = factory.client()
+    attacker, home = from_address("203.0.113.66"), from_address("198.51.100.10")
+    fresh_window()
+    for i in range(20):
+        response = client.post(
+            "/oauth2/token", data=TOKEN, headers=basic_auth(cid, f"x{i}"), environ_base=attacker
+        )
+        assert response.status_code == 401
+    refused = client.post(
+        "/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret), environ_base=attacker
+    )
+    assert_throttled(refused)
+    # From the client's own address: tokens, and a wrong secret is checked, not refused.
+    for _ in range(3):
+        response = client.post(
+            "/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret), environ_base=home
+        )
+        assert response.status_code == 200
+        assert response.get_json()["token_type"] == "Bearer"
+    response = client.post(
+        "/oauth2/token", data=TOKEN, headers=basic_auth(cid, "wrong"), environ_base=home
+    )
+    assert response.status_code == 401
+    keys = [counter_key("pair", cid, "198.51.100.10"), f"client:{cid}"]
+    assert stored_counts(app, keys) == [1, 21]
+
+
+@pytest.mark.parametrize(
+    "limits", [{"AUTH_FAILURE_LIMIT_CLIENT_TOTAL": 30, "TRUSTED_PROXIES": "10.0.0.0/8"}]
+)
+def test_client_wide_limit_blocks_the_client_from_every_address(app, client, factory):
+    """Failures spread over addresses, each under its own limits, add up per client id."""
+    cid, secret = factory.client()
+    other_cid, other_secret = factory.client()
+    paths = ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"]
+
+    def attempt(path: str, address: str, client_id: str, password: str):
+        # Through a trusted proxy, which names the client's address.
+        data = TOKEN if path == "/oauth2/token" else {"token": "x"}
+        headers = {**basic_auth(client_id, password), "X-Forwarded-For": address}
+        return client.post(path, data=data, headers=headers, environ_base=from_address("10.0.0.1"))
+
+    fresh_window(needed=1.6)
+    # Ten addresses, three failures each, at all three endpoints: 30 in all.
+    addresses = [f"192.0.2.{i}" for i in range(10)]
+    for i, address in enumerate(addresses):
+        for j in range(3):
+            assert attempt(paths[(i + j) % 3], address, cid, "wrong").status_code == 401
+    # Now refused from every address, the ones it failed from and new ones, even with
+    # the right secret, at every endpoint.
+    for address in (addresses[0], "198.51.100.77", "2001:db8::7"):
+        for path in paths:
+            assert_throttled(attempt(path, address, cid, secret))
+    # The client-wide count does not reach other clients or block the addresses.
+    assert attempt("/oauth2/token", addresses[0], other_cid, other_secret).status_code == 200
+    # The refused attempts were not counted, neither for the client nor for their addresses.
+    keys = [f"client:{cid}", "addr:198.51.100.77", counter_key("pair", cid, "198.51.100.77")]
+    assert stored_counts(app, keys) == [30, 0, 0]
+
+    # The block ends with the window.
+    time.sleep(WINDOW - time.time() % WINDOW + 0.02)
+    assert attempt("/oauth2/token", "198.51.100.77", cid, secret).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "limits", [{"AUTH_FAILURE_LIMIT_CLIENT_TOTAL": 0, "AUTH_FAILURE_LIMIT_CLIENT": 3}]
+)
+def test_client_wide_limit_of_zero_leaves_the_per_address_limit(client, factory):
+    cid, secret = factory.client()
+    fresh_window()
+    for i in range(10):
+        for _ in range(2):  # under the per-address limit of 3 everywhere
+            response = client.post(
+                "/oauth2/token",
+                data=TOKEN,
+                headers=basic_auth(cid, "wrong"),
+                environ_base=from_address(f"192.0.2.{i}"),
+            )
+            assert response.status_code == 401
+    response = client.post(
+        "/oauth2/token",
+        data=TOKEN,
+        headers=basic_auth(cid, secret),
+        environ_base=from_address("192.0.2.0"),
+    )
+    assert response.status_code == 200
 
 
 @pytest.mark.parametrize("limits", [{"AUTH_FAILURE_LIMIT_ADDRESS": 30}])

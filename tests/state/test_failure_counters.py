@@ -12,6 +12,8 @@ import time
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.extensions import db
 from app.state import failures
@@ -160,3 +162,22 @@ def test_counter_key_hashes_long_or_odd_values(value):
     key = failures.counter_key("addr", value)
     assert key.startswith("addr#") and len(key) == len("addr#") + 64
     assert key.isascii() and key.isprintable()
+
+
+def test_counter_key_writes_a_pair_as_a_json_array():
+    assert failures.counter_key("pair", "c1", "192.0.2.1") == 'pair:["c1","192.0.2.1"]'
+    # Escaped, so still readable and safe for every store; long pairs are hashed.
+    assert failures.counter_key("pair", "é\x00", "::1") == 'pair:["\\u00e9\\u0000","::1"]'
+    long = failures.counter_key("pair", "x" * 120, "192.0.2.1")
+    assert long.startswith("pair#") and len(long) == len("pair#") + 64
+
+
+_ids = st.text(alphabet=st.sampled_from('ab:,"\\[] é\x00'), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(_ids, _ids), st.tuples(_ids, _ids))
+def test_counter_key_tells_every_pair_apart(first, second):
+    """No characters in a client id can make its pair's key another pair's (unit)."""
+    if first != second:
+        assert failures.counter_key("pair", *first) != failures.counter_key("pair", *second)

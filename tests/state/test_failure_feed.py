@@ -31,12 +31,19 @@ def window() -> int:
 
 
 @pytest.fixture
-def app_config(backend_config, window) -> dict:
+def limit_total() -> int:
+    """AUTH_FAILURE_LIMIT_CLIENT_TOTAL; a test may parametrize a smaller one."""
+    return 300
+
+
+@pytest.fixture
+def app_config(backend_config, window, limit_total) -> dict:
     return {
         **backend_config,
         "AUTH_FAILURE_WINDOW": window,
         "AUTH_FAILURE_LIMIT_CLIENT": LIMIT,
         "AUTH_FAILURE_LIMIT_ADDRESS": 300,
+        "AUTH_FAILURE_LIMIT_CLIENT_TOTAL": limit_total,
         "TRUSTED_PROXIES": "",
     }
 
@@ -107,8 +114,14 @@ def fail_until_blocked(http, cid: str) -> None:
     )
 
 
-def token_status(http, cid: str, secret: str) -> int:
-    return http.post("/oauth2/token", data=TOKEN, headers=basic_auth(cid, secret)).status_code
+def token_status(http, cid: str, secret: str, address: str = "127.0.0.1") -> int:
+    response = http.post(
+        "/oauth2/token",
+        data=TOKEN,
+        headers=basic_auth(cid, secret),
+        environ_base={"REMOTE_ADDR": address},
+    )
+    return response.status_code
 
 
 def eventually(predicate, seconds: float = 2.0) -> bool:
@@ -140,6 +153,9 @@ def test_block_on_one_instance_holds_on_another_without_reads(
     assert refused.status_code == 429
     assert refused.get_json()["error"] == "slow_down"
     assert 1 <= int(refused.headers["Retry-After"]) <= WINDOW
+    # The block is of this client id from this address: from another, it gets tokens.
+    assert token_status(http, cid, secret, "198.51.100.4") == 200
+    assert token_status(client, cid, secret, "198.51.100.4") == 200
     # Every pre-check above was answered from the local copy.
     assert counter_reads[0] == reads_before
     # Another client is untouched, and the block ends with the window.
@@ -160,6 +176,41 @@ def test_instance_started_during_a_block_loads_it(app, client, factory, feeds, m
         limiter(late).feed()
     wait_trusted(late)
     assert token_status(http, cid, secret) == 429
+
+
+@pytest.mark.parametrize("limit_total", [2])
+def test_client_wide_block_holds_on_every_instance_and_address_without_reads(
+    app, client, factory, feeds, make_app, counter_reads, limit_total
+):
+    """The client-wide limit (here below the per-address one) reaches every feed."""
+    cid, secret = factory.client()
+    other = make_app()
+    http = other.test_client()
+    fresh_window()
+    assert token_status(http, cid, secret) == 200
+    assert token_status(client, cid, secret) == 200
+    wait_trusted(app)
+    wait_trusted(other)
+    reads_before = counter_reads[0]
+
+    # One failure from each of two addresses: each pair is far below its limit.
+    assert token_status(client, cid, "wrong", "192.0.2.1") == 401
+    assert token_status(client, cid, "wrong", "192.0.2.2") == 401
+    assert token_status(client, cid, secret, "192.0.2.3") == 429
+    assert eventually(lambda: token_status(http, cid, secret, "198.51.100.5") == 429)
+    assert token_status(http, cid, secret, "192.0.2.1") == 429
+    other_cid, other_secret = factory.client()
+    assert token_status(http, other_cid, other_secret, "192.0.2.1") == 200
+    assert counter_reads[0] == reads_before
+
+    # An instance started now loads the block, although its count (2) is under
+    # the per-address limit (3): the feed loads from the smallest limit up.
+    late = make_app()
+    with late.app_context():
+        limiter(late).feed()
+    wait_trusted(late)
+    assert token_status(late.test_client(), cid, secret, "203.0.113.9") == 429
+    assert counter_reads[0] == reads_before
 
 
 def _kill_feed_connections(app, backend: str) -> None:
