@@ -41,6 +41,7 @@ TABLES = {
     "auth_failures",
     "server_settings",
     "resource_servers",
+    "console_sessions",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -328,3 +329,62 @@ def test_assertion_accepted_by_a_is_refused_when_replayed_at_b(pair, factory):
     replay = b.post("/oauth2/token", data=form)
     assert replay.status_code == 401
     assert replay.json()["error"] == "invalid_client"
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def console_csrf(instance: Instance, browser: requests.Session, path: str) -> str:
+    page = browser.get(instance.url + path, timeout=10)
+    assert page.status_code == 200, page.text
+    match = CSRF_RE.search(page.text)
+    assert match is not None
+    return match.group(1)
+
+
+def console_signin(instance: Instance, cid: str, secret: str) -> requests.Session:
+    """A browser signed in to the console of `instance`."""
+    browser = requests.Session()
+    form = {
+        "client_id": cid,
+        "client_secret": secret,
+        "csrf_token": console_csrf(instance, browser, "/console/signin"),
+    }
+    response = browser.post(
+        instance.url + "/console/signin", data=form, allow_redirects=False, timeout=10
+    )
+    assert response.status_code == 303, response.text
+    return browser
+
+
+def console_status(instance: Instance, browser: requests.Session) -> int:
+    """200 while the browser's console session lasts; 302 to the sign-in page after."""
+    response = browser.get(instance.url + "/console/clients", allow_redirects=False, timeout=10)
+    return response.status_code
+
+
+def test_console_sessions_end_on_every_instance_at_once(pair, factory):
+    """The same cookie at A and B (a load balancer); sign-out or disabling at A ends it at B."""
+    a, b = pair
+    cid, secret = factory.admin("acme")
+    first, second = console_signin(a, cid, secret), console_signin(a, cid, secret)
+    assert console_status(b, first) == 200
+    assert console_status(b, second) == 200  # B has the admin's record cached now
+
+    copied = requests.Session()
+    copied.cookies.update(first.cookies)
+    csrf = console_csrf(a, first, "/console/clients")
+    signed_out = first.post(
+        a.url + "/console/signout", data={"csrf_token": csrf}, allow_redirects=False, timeout=10
+    )
+    assert signed_out.status_code == 303
+    assert console_status(b, copied) == 302
+    assert console_status(b, second) == 200
+
+    system = admin_headers(factory, a)
+    patched = requests.patch(
+        f"{a.url}/api/v1/clients/{cid}", json={"disabled": True}, headers=system, timeout=10
+    )
+    assert patched.status_code == 200, patched.text
+    # Within B's client cache time, yet refused: sessions are read from the database.
+    assert console_status(b, second) == 302

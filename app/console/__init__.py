@@ -2,9 +2,11 @@
 
 Sign-in takes an admin client's id and secret in a POSTed form, checked the
 way the token endpoint checks them (and counted by the same failed-login
-rate limits). The session is Flask's signed cookie, HttpOnly, SameSite=Strict,
-Secure when the issuer is https, and scoped to /console so API calls never
-carry it. Every form carries a per-session CSRF token. Tenancy is the API's:
+rate limits). The session is a row of `console_sessions` in the database
+(app/console/sessions.py), so ending it counts on every instance at once;
+Flask's signed cookie, HttpOnly, SameSite=Strict, Secure when the issuer is
+https, and scoped to /console so API calls never carry it, holds only the
+session's random token and its CSRF token. Every form carries that CSRF token. Tenancy is the API's:
 system admins see every account, other admins only their own.
 """
 
@@ -27,7 +29,7 @@ bp = Blueprint(
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, opened only under /console.
+    """Flask's signed-cookie session (session and CSRF tokens), opened only under /console.
 
     Every other path gets Flask's null session: no serializer is built and
     no cookie is read or written for it, since only the console uses the

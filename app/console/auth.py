@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
-import time
 from collections.abc import Callable
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 
 from app.api.auth import Caller
+from app.console import sessions
 from app.errors import Forbidden
 from app.http.client_address import client_address
 from app.oauth import throttle
@@ -18,6 +18,8 @@ from app.runtime import runtime
 from app.timeutil import utcnow
 
 CSRF_FIELD = "csrf_token"
+#: The cookie's key for the session token (app/console/sessions.py).
+SESSION_TOKEN = "sid"
 
 
 class SignInRefused(Exception):
@@ -52,7 +54,9 @@ def sign_in(client_id: str, secret: str) -> None:
     """Check an admin client's id and secret like the token endpoint, then start a session.
 
     :raise SignInThrottled: past the failed-authentication limit.
-    :raise SignInRefused: for any other failure, without saying which.
+    :raise SignInRefused: for any other failure, without saying which; also
+        when the database no longer holds what the client cache said (the
+        client disabled or the secret deleted on another instance just now).
     """
     # The token endpoint's limits: failures here and there count together.
     address = client_address()
@@ -73,44 +77,42 @@ def sign_in(client_id: str, secret: str) -> None:
         throttle.record_failure(client_id or None, address)
         raise SignInRefused()
     rt.usage.secret_used(matched.id)
-    # A new session from scratch: nothing from before sign-in carries over.
-    session.clear()
-    session["admin"] = record.id
-    session["secret_id"] = matched.id
-    session["since"] = int(time.time())
+    # A new session from scratch (no fixation): a new token, a new CSRF
+    # token, and the session this browser had before, if any, ended.
+    sign_out()
+    lifetime = current_app.config.get("CONSOLE_SESSION_LIFETIME", 8 * 3600)
+    token = sessions.start(record.id, matched.id, lifetime)
+    if token is None:
+        raise SignInRefused()
+    session[SESSION_TOKEN] = token
     session["csrf"] = secrets.token_urlsafe(32)
 
 
 def sign_out() -> None:
+    """End this browser's session on every instance and forget its cookie."""
+    token = session.get(SESSION_TOKEN)
+    if isinstance(token, str) and token:
+        sessions.end(token)
     session.clear()
 
 
 def current_admin() -> Caller | None:
-    """The signed-in admin, re-checked on every request, or None.
+    """The signed-in admin, re-checked in the database on every request, or None.
 
-    The session ends when it is older than CONSOLE_SESSION_LIFETIME, or when
-    the admin client was deleted, disabled or demoted, or the secret used to
-    sign in was deleted or expired (so rotating a leaked secret ends the
-    sessions it opened).
+    The session ends (its row deleted, the cookie cleared) when it is older
+    than CONSOLE_SESSION_LIFETIME, when the admin client was deleted,
+    disabled or demoted, when the secret used to sign in was deleted or
+    expired (so rotating a leaked secret without grace ends the sessions it
+    opened), or when the client's token cut-off came after the sign-in
+    (app/console/sessions.py).
     """
-    admin_id = session.get("admin")
-    if not admin_id:
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str) or not token:
         return None
-    lifetime = current_app.config.get("CONSOLE_SESSION_LIFETIME", 8 * 3600)
-    if time.time() - session.get("since", 0) > lifetime:
+    admin = sessions.admin(token)
+    if admin is None:
         session.clear()
-        return None
-    record = runtime().clients.get(admin_id)
-    now = utcnow()
-    if (
-        record is None
-        or record.disabled
-        or record.client_type != "admin"
-        or all(s.id != session.get("secret_id") for s in record.active_secrets(now))
-    ):
-        session.clear()
-        return None
-    return Caller(record.id, record.account_id, frozenset(record.scopes), {})
+    return admin
 
 
 def login_required(view: Callable) -> Callable:

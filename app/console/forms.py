@@ -17,7 +17,9 @@ SECRET_LIFETIMES = [
     (90 * 86400, "90 days"),
     (365 * 86400, "1 year"),
 ]
-#: Choices for how long the old secrets keep working after a rotation.
+#: Choices for how long the old secrets keep working after a rotation. The
+#: first, no grace, is the form's default, as in the API and the CLI: a
+#: rotation is often the answer to a leak.
 GRACE_PERIODS = [
     (0, "None: old secrets stop at once"),
     (300, "5 minutes"),

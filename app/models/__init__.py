@@ -3,6 +3,7 @@
 from app.models.audit import AuditEvent
 from app.models.client import CLIENT_TYPES, Client
 from app.models.client_key import ClientKey
+from app.models.console_session import ConsoleSession
 from app.models.resource_server import ResourceServer
 from app.models.secret import ClientSecret
 from app.models.server_setting import PEPPER_FINGERPRINT, ServerSetting
@@ -18,6 +19,7 @@ __all__ = [
     "Client",
     "ClientKey",
     "ClientSecret",
+    "ConsoleSession",
     "ResourceServer",
     "RevokedToken",
     "ServerSetting",
