@@ -216,17 +216,28 @@ def test_a_secret_deleted_elsewhere_cannot_sign_in_from_a_stale_cache(app, other
     assert rows(app) == []
 
 
-def test_a_token_cut_off_ends_the_sessions_begun_before_it(app, factory, console, admin):
+def test_revoking_the_clients_tokens_ends_the_sessions_begun_before(
+    app, other, factory, client, admin
+):
+    """The token cut-off (clients.tokens_valid_after) counts for console sessions too."""
     cid, secret, cookie = admin
-    # Revoking a client's tokens sets this cut-off; tokens and console
-    # sessions begun before it end.
-    run_sql(
-        app, "UPDATE clients SET tokens_valid_after = :now WHERE id = :id", now=utcnow(), id=cid
-    )
-    assert not signed_in(browser_with(app, cookie))
-    later = Console(app.test_client())
+    on_b = browser_with(other, cookie)
+    assert signed_in(on_b)
+    system = factory.admin_headers("system")
+    response = client.post(f"{API}/{cid}/revoke-tokens", headers=system)
+    assert response.status_code == 204
+    assert not signed_in(on_b)
+    # A sign-in after the cut-off is a new session, and lasts.
+    later = Console(other.test_client())
     assert later.signin(cid, secret).status_code == 303
     assert signed_in(later)
+
+
+def test_revoking_its_own_tokens_in_the_console_signs_the_admin_out(app, console, admin):
+    cid, _, _ = admin
+    console.get(f"/console/clients/{cid}")
+    assert console.post(f"/console/clients/{cid}/revoke-tokens").status_code == 303
+    assert not signed_in(console)
 
 
 def test_sessions_end_at_their_lifetime_and_expired_rows_are_purged(make_app, factory):
