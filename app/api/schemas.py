@@ -14,6 +14,7 @@ The console and the CLI validate through these same types.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -65,7 +66,10 @@ from app.models.client import (
     MIN_TTL,
     NAME_MAX_LENGTH,
     OWNER_MAX_LENGTH,
+    SAN_MAX_LENGTH,
     SCOPE_MAX_LENGTH,
+    SECURITY_PROFILES,
+    SUBJECT_DN_MAX_LENGTH,
     TAG_MAX_LENGTH,
 )
 from app.models.resource_server import (
@@ -169,6 +173,67 @@ AllowedAuthMethods = (
     ]
     | None
 )
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError as exc:
+        raise PydanticCustomError("ip_address", "must be an IPv4 or IPv6 address") from exc
+
+
+BoundFlag = Annotated[
+    bool,
+    Field(description="Every token must be sender-constrained this way (docs/api.md §1.1, §1.2)."),
+]
+SubjectDn = (
+    Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=SUBJECT_DN_MAX_LENGTH, pattern=NO_CONTROL_PATTERN
+        ),
+        Field(description="tls_client_auth: the certificate's subject DN (RFC 4514 string)."),
+    ]
+    | None
+)
+SanText = Annotated[
+    str, StringConstraints(min_length=1, max_length=SAN_MAX_LENGTH, pattern=NO_CONTROL_PATTERN)
+]
+SanDns = (
+    Annotated[
+        SanText, Field(description="tls_client_auth: a dNSName SAN the certificate must hold.")
+    ]
+    | None
+)
+SanUri = (
+    Annotated[
+        SanText,
+        Field(description="tls_client_auth: a URI SAN (uniformResourceIdentifier) it must hold."),
+    ]
+    | None
+)
+SanIp = (
+    Annotated[
+        SanText,
+        AfterValidator(_ip_address),
+        Field(description="tls_client_auth: an iPAddress SAN the certificate must hold."),
+    ]
+    | None
+)
+SanEmail = (
+    Annotated[
+        SanText, Field(description="tls_client_auth: an rfc822Name SAN the certificate must hold.")
+    ]
+    | None
+)
+SecurityProfile = (
+    Annotated[
+        str,
+        OneOf(SECURITY_PROFILES),
+        Field(description="fapi2: the FAPI 2.0 Security Profile's rules; null: none."),
+    ]
+    | None
+)
 Time = Annotated[datetime, PlainSerializer(isoformat, return_type=str), WithJsonSchema(TIME_SCHEMA)]
 ReadOnly = Field(json_schema_extra={"readOnly": True})
 STRICT = ConfigDict(strict=True, extra="forbid")
@@ -199,6 +264,14 @@ class _ClientFields(TypedDict, total=False):
     locked: bool
     disabled: bool
     allowed_auth_methods: AllowedAuthMethods
+    dpop_bound_access_tokens: BoundFlag
+    tls_client_certificate_bound_access_tokens: BoundFlag
+    tls_client_auth_subject_dn: SubjectDn
+    tls_client_auth_san_dns: SanDns
+    tls_client_auth_san_uri: SanUri
+    tls_client_auth_san_ip: SanIp
+    tls_client_auth_san_email: SanEmail
+    security_profile: SecurityProfile
 
 
 @with_config(STRICT)
@@ -314,9 +387,6 @@ OptionalTtl = Annotated[
 ]
 SharedFlag = Annotated[
     bool, Field(description="System admins only: usable by every account (system account only).")
-]
-BoundFlag = Annotated[
-    bool, Field(description="Stored and returned; not yet enforced at the token endpoint.")
 ]
 
 
@@ -462,6 +532,14 @@ class Client(BaseModel):
     locked: bool
     disabled: bool
     allowed_auth_methods: AllowedAuthMethods
+    dpop_bound_access_tokens: BoundFlag
+    tls_client_certificate_bound_access_tokens: BoundFlag
+    tls_client_auth_subject_dn: SubjectDn
+    tls_client_auth_san_dns: SanDns
+    tls_client_auth_san_uri: SanUri
+    tls_client_auth_san_ip: SanIp
+    tls_client_auth_san_email: SanEmail
+    security_profile: SecurityProfile
     created_at: Annotated[Time, ReadOnly]
     updated_at: Annotated[Time, ReadOnly]
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.clients.hashing import verify_secret
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
+from app.models.client import TLS_CLIENT_AUTH_FIELDS
 from app.protocol import AUTH_METHODS
 from app.runtime import runtime
 from app.state.autocommit import AutocommitExecutor
@@ -63,6 +64,11 @@ class ClientRecord(ClientMixin):
     allowed_auth_methods: tuple[str, ...] | None = None
     #: Epoch milliseconds: tokens issued earlier are cut off (None: no cut-off).
     tokens_valid_after: int | None = None
+    dpop_bound_access_tokens: bool = False
+    tls_client_certificate_bound_access_tokens: bool = False
+    #: (field name, value) of tls_client_auth's one certificate rule, or None.
+    tls_client_auth: tuple[str, str] | None = None
+    security_profile: str | None = None
 
     # Authlib ClientMixin hooks.
     def get_client_id(self) -> str:
@@ -198,6 +204,9 @@ def _possible_id(client_id: str) -> bool:
 _PG_LOAD = """
 SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
        c.access_token_ttl, c.disabled, c.allowed_auth_methods, c.tokens_valid_after,
+       c.dpop_bound_access_tokens, c.tls_client_certificate_bound_access_tokens,
+       c.tls_client_auth_subject_dn, c.tls_client_auth_san_dns, c.tls_client_auth_san_uri,
+       c.tls_client_auth_san_ip, c.tls_client_auth_san_email, c.security_profile,
        (SELECT json_agg(json_build_array(s.id, s.secret_hash, s.expires_at))
           FROM client_secrets s WHERE s.client_id = c.id),
        (SELECT json_agg(json_build_array(k.kid, k.alg, k.public_jwk, k.expires_at))
@@ -209,6 +218,14 @@ SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
 
 def _utc(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _tls_rule(values) -> tuple[str, str] | None:
+    """The one certificate field a tls_client_auth client set, with its value."""
+    for field, value in zip(TLS_CLIENT_AUTH_FIELDS, values, strict=True):
+        if value is not None:
+            return field, value
+    return None
 
 
 def _epoch(value: datetime | None) -> int | None:
@@ -229,7 +246,9 @@ class PostgresRecordLoader:
             return None
         row = rows[0]
         cid, account_id, name, client_type, scopes, audiences, ttl, disabled, methods = row[:9]
-        valid_after, secrets, keys = row[9:]
+        valid_after, dpop_bound, cert_bound = row[9:12]
+        tls_values, profile = row[12:17], row[17]
+        secrets, keys = row[18:]
         return ClientRecord(
             id=cid,
             account_id=account_id,
@@ -241,6 +260,10 @@ class PostgresRecordLoader:
             disabled=disabled,
             allowed_auth_methods=None if methods is None else tuple(methods),
             tokens_valid_after=_epoch(valid_after),
+            dpop_bound_access_tokens=dpop_bound,
+            tls_client_certificate_bound_access_tokens=cert_bound,
+            tls_client_auth=_tls_rule(tls_values),
+            security_profile=profile,
             secrets=tuple(
                 SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()
             ),
@@ -280,6 +303,10 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
             Client.disabled,
             Client.allowed_auth_methods,
             Client.tokens_valid_after,
+            Client.dpop_bound_access_tokens,
+            Client.tls_client_certificate_bound_access_tokens,
+            *(getattr(Client, f) for f in TLS_CLIENT_AUTH_FIELDS),
+            Client.security_profile,
         ).where(Client.id == client_id)
     ).first()
     if row is None:
@@ -307,6 +334,10 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
             None if row.allowed_auth_methods is None else tuple(row.allowed_auth_methods)
         ),
         tokens_valid_after=_epoch(row.tokens_valid_after),
+        dpop_bound_access_tokens=row.dpop_bound_access_tokens,
+        tls_client_certificate_bound_access_tokens=row.tls_client_certificate_bound_access_tokens,
+        tls_client_auth=_tls_rule([getattr(row, f) for f in TLS_CLIENT_AUTH_FIELDS]),
+        security_profile=row.security_profile,
         secrets=tuple(SecretRecord(s.id, s.secret_hash, s.expires_at) for s in secrets),
         keys=tuple(KeyRecord(k.kid, k.alg, k.public_jwk, k.expires_at) for k in keys),
     )

@@ -19,10 +19,10 @@ from app.clients.policy import ensure_may_manage
 from app.clients.records import mark_client_changed
 from app.clients.resource_servers import check_audiences
 from app.clients.secrets import add_secret
-from app.errors import BadRequest, Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound, ValidationError
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
-from app.models.client import MAX_TTL
+from app.models.client import MAX_TTL, TLS_CLIENT_AUTH_FIELDS
 from app.models.types import new_id
 from app.runtime import runtime
 from app.timeutil import utcnow
@@ -45,6 +45,14 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "locked": False,
     "disabled": False,
     "allowed_auth_methods": None,
+    "dpop_bound_access_tokens": False,
+    "tls_client_certificate_bound_access_tokens": False,
+    "tls_client_auth_subject_dn": None,
+    "tls_client_auth_san_dns": None,
+    "tls_client_auth_san_uri": None,
+    "tls_client_auth_san_ip": None,
+    "tls_client_auth_san_email": None,
+    "security_profile": None,
 }
 
 
@@ -83,6 +91,7 @@ def create_client(
     wants_secret = values.pop("create_secret", True)
     values.setdefault("friendly_name", values["name"])
     check_audiences(account_id, values["client_type"], values["audiences"])
+    check_tls_client_auth(values)
     now = utcnow()
     client = Client(
         id=new_id(),
@@ -121,6 +130,10 @@ def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
     changes = {k: v for k, v in values.items() if getattr(client, k) != v}
     if not changes:
         return False
+    if any(field in changes for field in TLS_CLIENT_AUTH_FIELDS):
+        check_tls_client_auth(
+            {**{f: getattr(client, f) for f in TLS_CLIENT_AUTH_FIELDS}, **changes}
+        )
     if "audiences" in changes or "client_type" in changes:
         check_audiences(
             client.account_id,
@@ -146,6 +159,18 @@ def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
     mark_client_changed(client.id)
     audit.record(actor, "client.updated", client.id, client.account_id)
     return True
+
+
+def check_tls_client_auth(values: dict[str, Any]) -> None:
+    """At most one of the certificate fields of tls_client_auth (RFC 8705 §2.1.2).
+
+    :raise ValidationError: 400 naming every field set after the first.
+    """
+    given = [f for f in TLS_CLIENT_AUTH_FIELDS if values.get(f) is not None]
+    if len(given) > 1:
+        raise ValidationError(
+            [{"field": f, "message": f"set only one of {', '.join(given)}"} for f in given[1:]]
+        )
 
 
 def revoke_tokens(client: Client, actor: str, caller_scopes: Iterable[str]) -> None:

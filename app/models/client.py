@@ -30,6 +30,17 @@ MAX_TAGS, TAG_MAX_LENGTH = 20, 64
 MAX_SCOPES, SCOPE_MAX_LENGTH = 100, 128
 MAX_AUDIENCES, AUDIENCE_MAX_LENGTH = 20, 1024
 MIN_TTL, MAX_TTL = 60, 86400
+# docs/api.md §1.2: a certificate's subject DN or exactly one SAN.
+TLS_CLIENT_AUTH_FIELDS = (
+    "tls_client_auth_subject_dn",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
+)
+SUBJECT_DN_MAX_LENGTH, SAN_MAX_LENGTH = 1024, 1024
+SecurityProfile = Literal["fapi2"]
+SECURITY_PROFILES: tuple[str, ...] = get_args(SecurityProfile)
 
 
 class Client(Model):
@@ -41,6 +52,17 @@ class Client(Model):
         ),
         sa.CheckConstraint(
             f"access_token_ttl BETWEEN {MIN_TTL} AND {MAX_TTL}", name="access_token_ttl"
+        ),
+        sa.CheckConstraint(
+            " + ".join(f"(CASE WHEN {f} IS NULL THEN 0 ELSE 1 END)" for f in TLS_CLIENT_AUTH_FIELDS)
+            + " <= 1",
+            name="one_tls_client_auth_field",
+        ),
+        sa.CheckConstraint(
+            "security_profile IS NULL OR security_profile IN ("
+            + ", ".join(f"'{p}'" for p in SECURITY_PROFILES)
+            + ")",
+            name="security_profile",
         ),
         # Keyset pagination walks (created_at, id), optionally within an account.
         sa.Index("ix_clients_created_at_id", "created_at", "id"),
@@ -63,6 +85,21 @@ class Client(Model):
     # None: any method the client has credentials for; else only these
     # (names from app.protocol.AUTH_METHODS).
     allowed_auth_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # Sender-constrained tokens (docs/api.md §1.1, §1.2) and the certificate
+    # a tls_client_auth client presents (one of the five, or none).
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
+    tls_client_certificate_bound_access_tokens: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
+    tls_client_auth_subject_dn: Mapped[str | None] = mapped_column(sa.String(SUBJECT_DN_MAX_LENGTH))
+    tls_client_auth_san_dns: Mapped[str | None] = mapped_column(sa.String(SAN_MAX_LENGTH))
+    tls_client_auth_san_uri: Mapped[str | None] = mapped_column(sa.String(SAN_MAX_LENGTH))
+    tls_client_auth_san_ip: Mapped[str | None] = mapped_column(sa.String(SAN_MAX_LENGTH))
+    tls_client_auth_san_email: Mapped[str | None] = mapped_column(sa.String(SAN_MAX_LENGTH))
+    # None, or "fapi2": the FAPI 2.0 Security Profile's rules (docs/api.md §2.1).
+    security_profile: Mapped[str | None] = mapped_column(sa.String(16))
     # Tokens issued before this instant are inactive (revoke-tokens, and
     # disabling); None: no cut-off. Also held by the shared deny store so that
     # every instance sees it at once (app/state/jti.py).

@@ -88,6 +88,9 @@ class FormRequest(OAuth2Request):
         self.credential = None
         self._scope = None
         self.audiences: list[str] = []
+        # RFC 7800 `cnf` of the token to issue: set when a DPoP proof or a
+        # client certificate binds it (docs/api.md §1.1, §1.2).
+        self.confirmation: dict[str, str] | None = None
 
     @property
     def form(self):

@@ -17,7 +17,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 
 from app.clients.records import ClientRecord
 from app.oauth.requests import FormRequest
-from app.oauth.rfc9068 import AccessToken
+from app.oauth.rfc9068 import AccessToken, token_type
 from app.protocol import AUTH_METHODS
 from app.runtime import runtime
 
@@ -32,6 +32,7 @@ INTROSPECTION_CLAIMS = (
     "jti",
     "scope",
     "account_id",
+    "cnf",
 )
 
 
@@ -75,5 +76,5 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         body: dict[str, Any] = {"active": True}
         claims = token.claims
         body.update({name: claims[name] for name in INTROSPECTION_CLAIMS if name in claims})
-        body["token_type"] = "Bearer"
+        body["token_type"] = token_type(claims)
         return body

@@ -74,7 +74,13 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         expires_in: int | None = None,
         include_refresh_token: bool = False,
         audiences: Sequence[str] | None = None,
+        confirmation: dict[str, str] | None = None,
     ) -> dict:
+        """A signed token response; `confirmation` binds the token (RFC 7800 `cnf`).
+
+        `{"jkt": ...}` makes a DPoP-bound token (RFC 9449 §6), `{"x5t#S256": ...}`
+        a certificate-bound one (RFC 8705 §3.1).
+        """
         key = self.keyring.snapshot().current
         if key is None:
             raise NoSigningKeyError("no current signing key is loaded")
@@ -95,10 +101,12 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
             "scope": scope,
             **self.get_extra_claims(client, scope),
         }
+        if confirmation:
+            claims["cnf"] = confirmation
         token = self._sign(key, claims)
         return {
             "access_token": token,
-            "token_type": "Bearer",
+            "token_type": token_type(claims),
             "expires_in": ttl,
             "scope": scope,
         }
@@ -149,6 +157,12 @@ def verify_access_token(token: str, audience: str | None) -> dict:
         options=options,
         leeway=0,
     )
+
+
+def token_type(claims: dict) -> str:
+    """RFC 9449 §5: "DPoP" for a token bound to a DPoP key, else "Bearer" (RFC 8705 §3)."""
+    cnf = claims.get("cnf")
+    return "DPoP" if isinstance(cnf, dict) and "jkt" in cnf else "Bearer"
 
 
 def new_jti(issued: float) -> str:

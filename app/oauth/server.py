@@ -175,6 +175,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             scope=self.request.scope,
             expires_in=self.request.expires_in,
             audiences=self.request.audiences,
+            confirmation=self.request.confirmation,
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
 

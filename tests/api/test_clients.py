@@ -63,7 +63,11 @@ def test_create_returns_client_secret_and_location(client, admin, app, factory):
     assert set(body) == {
         "id", "account_id", "name", "friendly_name", "description", "tags", "client_type",
         "owner", "scopes", "audiences", "access_token_ttl", "locked", "disabled",
-        "allowed_auth_methods", "created_at", "updated_at", "client_secret", "secret_id",
+        "allowed_auth_methods", "dpop_bound_access_tokens",
+        "tls_client_certificate_bound_access_tokens", "tls_client_auth_subject_dn",
+        "tls_client_auth_san_dns", "tls_client_auth_san_uri", "tls_client_auth_san_ip",
+        "tls_client_auth_san_email", "security_profile",
+        "created_at", "updated_at", "client_secret", "secret_id",
     }  # fmt: skip
     # The secret works at the token endpoint, and is never shown again.
     token = client.post(
