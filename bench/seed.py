@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from app.clients.hashing import hash_secret
+from app.clients.service import CLIENT_DEFAULTS
 from app.models import Client, ClientSecret
 
 SEED_ACCOUNT = "bench-seed"
@@ -51,25 +52,10 @@ def _rows(start: int, stop: int, pepper: bytes) -> Iterator[tuple[dict, dict]]:
                 "account_id": SEED_ACCOUNT,
                 "name": f"seed-{i:08d}",
                 "friendly_name": f"Seed client {i}",
-                "description": None,
+                **CLIENT_DEFAULTS,
                 "tags": ["bench"],
-                "client_type": "standard",
-                "owner": None,
                 "scopes": scopes,
-                "audiences": [],
-                "access_token_ttl": 3600,
-                "locked": False,
-                "disabled": False,
-                "allowed_auth_methods": None,
                 "tokens_valid_after": None,
-                "dpop_bound_access_tokens": False,
-                "tls_client_certificate_bound_access_tokens": False,
-                "tls_client_auth_subject_dn": None,
-                "tls_client_auth_san_dns": None,
-                "tls_client_auth_san_uri": None,
-                "tls_client_auth_san_ip": None,
-                "tls_client_auth_san_email": None,
-                "security_profile": None,
                 "version": 1,
                 "created_at": at,
                 "updated_at": at,

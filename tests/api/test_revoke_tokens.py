@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app import create_app
 from app.extensions import db
 from app.models import AuditEvent, Client
 from tests.conftest import basic_auth
@@ -24,13 +23,9 @@ def app_config(backend_config) -> dict:
 
 
 @pytest.fixture
-def second(app, app_config):
+def second(make_app):
     """Another instance on the same database (and Redis) with its own caches."""
-    other = create_app(dict(app_config))
-    yield other.test_client()
-    with other.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    return make_app().test_client()
 
 
 @pytest.fixture
