@@ -20,3 +20,18 @@ ALGS_BY_KTY: dict[str, tuple[str, ...]] = {
     "EC": ("ES256",),
     "OKP": ("EdDSA",),
 }
+
+#: The FAPI 2.0 Security Profile (a client's `security_profile: "fapi2"`):
+#: its client authentication methods (§5.3.2.1: mTLS or private_key_jwt) and
+#: its JWS algorithms (§5.4.1: PS256, ES256, or EdDSA with Ed25519), for our
+#: tokens, client assertions and DPoP proofs alike.
+FAPI2 = "fapi2"
+FAPI2_AUTH_METHODS: tuple[str, ...] = (
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+)
+FAPI2_SIGNING_ALGS: tuple[str, ...] = ("PS256", "ES256", "EdDSA")
+#: §5.3.2.1: JWTs with `iat` or `nbf` up to 10 s ahead are accepted; we refuse
+#: anything further ahead (the profile's own hard limit is 60 s).
+FAPI2_MAX_FUTURE = 10

@@ -26,7 +26,7 @@ from app.clients.hashing import verify_secret
 from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
 from app.models.client import TLS_CLIENT_AUTH_FIELDS
-from app.protocol import AUTH_METHODS
+from app.protocol import AUTH_METHODS, FAPI2, FAPI2_AUTH_METHODS
 from app.runtime import runtime
 from app.state.autocommit import AutocommitExecutor
 
@@ -89,6 +89,8 @@ class ClientRecord(ClientMixin):
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         """Authlib asks this after the method's check passed: any other method is invalid_client."""
         if method not in AUTH_METHODS:
+            return False
+        if self.security_profile == FAPI2 and method not in FAPI2_AUTH_METHODS:
             return False
         return self.allowed_auth_methods is None or method in self.allowed_auth_methods
 

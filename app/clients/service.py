@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +25,7 @@ from app.extensions import db
 from app.models import Client, ClientKey, ClientSecret
 from app.models.client import MAX_TTL, TLS_CLIENT_AUTH_FIELDS
 from app.models.types import new_id
+from app.protocol import FAPI2, FAPI2_AUTH_METHODS, FAPI2_SIGNING_ALGS
 from app.runtime import runtime
 from app.timeutil import utcnow
 
@@ -92,6 +94,7 @@ def create_client(
     values.setdefault("friendly_name", values["name"])
     check_audiences(account_id, values["client_type"], values["audiences"])
     check_tls_client_auth(values)
+    check_security_profile(values)
     now = utcnow()
     client = Client(
         id=new_id(),
@@ -130,6 +133,15 @@ def update_client(client: Client, values: dict[str, Any], actor: str) -> bool:
     changes = {k: v for k, v in values.items() if getattr(client, k) != v}
     if not changes:
         return False
+    if {"security_profile", "allowed_auth_methods"} & changes.keys():
+        check_security_profile(
+            {
+                "security_profile": changes.get("security_profile", client.security_profile),
+                "allowed_auth_methods": changes.get(
+                    "allowed_auth_methods", client.allowed_auth_methods
+                ),
+            }
+        )
     if any(field in changes for field in TLS_CLIENT_AUTH_FIELDS):
         check_tls_client_auth(
             {**{f: getattr(client, f) for f in TLS_CLIENT_AUTH_FIELDS}, **changes}
@@ -171,6 +183,37 @@ def check_tls_client_auth(values: dict[str, Any]) -> None:
         raise ValidationError(
             [{"field": f, "message": f"set only one of {', '.join(given)}"} for f in given[1:]]
         )
+
+
+def check_security_profile(values: dict[str, Any]) -> None:
+    """A FAPI 2.0 client is one this server can serve as the profile says (docs/api.md §2.1).
+
+    :raise ValidationError: 400 on `security_profile` when this server signs
+        tokens with an algorithm the profile forbids (RS256), and on
+        `allowed_auth_methods` when they include a method it forbids.
+    """
+    if values.get("security_profile") != FAPI2:
+        return
+    errors = []
+    signing_alg = current_app.config["SIGNING_ALG"]
+    if signing_alg not in FAPI2_SIGNING_ALGS:
+        errors.append(
+            {
+                "field": "security_profile",
+                "message": f"this server signs tokens with {signing_alg}; FAPI 2.0 allows "
+                + ", ".join(FAPI2_SIGNING_ALGS),
+            }
+        )
+    methods = values.get("allowed_auth_methods")
+    if methods is not None and not set(methods) <= set(FAPI2_AUTH_METHODS):
+        errors.append(
+            {
+                "field": "allowed_auth_methods",
+                "message": "FAPI 2.0 allows only " + ", ".join(FAPI2_AUTH_METHODS),
+            }
+        )
+    if errors:
+        raise ValidationError(errors)
 
 
 def revoke_tokens(client: Client, actor: str, caller_scopes: Iterable[str]) -> None:

@@ -7,6 +7,22 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from app.models import Client
+from app.models.client import TLS_CLIENT_AUTH_FIELDS
+
+#: The certificate rule of tls_client_auth, as the form's one choice of field.
+CERTIFICATE_RULES = [
+    ("", "None"),
+    ("tls_client_auth_subject_dn", "Subject DN"),
+    ("tls_client_auth_san_dns", "DNS name (SAN)"),
+    ("tls_client_auth_san_uri", "URI (SAN)"),
+    ("tls_client_auth_san_ip", "IP address (SAN)"),
+    ("tls_client_auth_san_email", "Email (SAN)"),
+]
+#: The client's flags for sender-constrained tokens (docs/api.md §1.1, §1.2).
+BINDING_FLAGS = [
+    ("dpop_bound_access_tokens", "DPoP-bound only"),
+    ("tls_client_certificate_bound_access_tokens", "Certificate-bound only"),
+]
 
 #: Choices offered for a new secret's lifetime (seconds; 0 = never expires).
 SECRET_LIFETIMES = [
@@ -56,6 +72,16 @@ def client_body(form: MultiDict, *, creating: bool, may_set_account: bool) -> di
         # None ticked: null, any method the client has credentials for.
         "allowed_auth_methods": form.getlist("allowed_auth_methods") or None,
     }
+    for flag, _label in BINDING_FLAGS:
+        body[flag] = form.get(flag) == "on"
+    # One chosen rule field with its value; the others null. An unknown
+    # choice goes through as the field name so the validator names it.
+    rule = form.get("certificate_rule") or ""
+    for field in TLS_CLIENT_AUTH_FIELDS:
+        body[field] = None
+    if rule:
+        body[rule] = _optional(form.get("certificate_value"))
+    body["security_profile"] = form.get("security_profile") or None
     if body["friendly_name"] is None:
         if creating:
             del body["friendly_name"]
@@ -87,7 +113,40 @@ def client_form(client: Client | None) -> dict[str, str]:
         "client_type": client.client_type,
         "access_token_ttl": str(client.access_token_ttl),
         "allowed_auth_methods": " ".join(client.allowed_auth_methods or []),
+        "security_profile": client.security_profile or "",
+        **{flag: "on" if getattr(client, flag) else "" for flag, _ in BINDING_FLAGS},
+        **_certificate_rule(client),
     }
+
+
+def _certificate_rule(client: Client) -> dict[str, str]:
+    for field in TLS_CLIENT_AUTH_FIELDS:
+        value = getattr(client, field)
+        if value is not None:
+            return {"certificate_rule": field, "certificate_value": value}
+    return {"certificate_rule": "", "certificate_value": ""}
+
+
+def form_values(form: MultiDict) -> dict[str, str]:
+    """A posted form as `client_form` shows one: ticked boxes of one name joined by spaces."""
+    values = form.to_dict()
+    values["allowed_auth_methods"] = " ".join(form.getlist("allowed_auth_methods"))
+    return values
+
+
+def token_binding(client: Client) -> str:
+    """How the client's tokens are bound, in words, for its page."""
+    if client.security_profile == "fapi2":
+        base = "FAPI 2.0: every token must be DPoP-bound or certificate-bound"
+    elif client.dpop_bound_access_tokens and client.tls_client_certificate_bound_access_tokens:
+        base = "Every token must be DPoP-bound and the client must present its certificate"
+    elif client.dpop_bound_access_tokens:
+        base = "Every token is DPoP-bound (a DPoP proof is required)"
+    elif client.tls_client_certificate_bound_access_tokens:
+        base = "Every token is bound to the client's certificate (one is required)"
+    else:
+        base = "Bearer tokens, bound when the request brings a DPoP proof or a client certificate"
+    return base + "; a resource server may require more."
 
 
 def choice(form: MultiDict, field: str, choices: list[tuple[int, str]]) -> int | None:

@@ -37,10 +37,21 @@ from app.console.auth import (
     sign_in,
     sign_out,
 )
-from app.console.forms import GRACE_PERIODS, SECRET_LIFETIMES, choice, client_body, client_form
+from app.console.forms import (
+    BINDING_FLAGS,
+    CERTIFICATE_RULES,
+    GRACE_PERIODS,
+    SECRET_LIFETIMES,
+    choice,
+    client_body,
+    client_form,
+    form_values,
+    token_binding,
+)
 from app.errors import AppError, BadRequest, PreconditionFailed, ValidationError
 from app.extensions import db
 from app.models import CLIENT_TYPES, AuditEvent, Client
+from app.models.client import SECURITY_PROFILES
 from app.protocol import AUTH_METHODS
 from app.runtime import runtime
 from app.timeutil import utcnow
@@ -70,6 +81,9 @@ def template_globals() -> dict[str, Any]:
         "admin": g.get("caller"),
         "client_types": CLIENT_TYPES,
         "auth_methods": AUTH_METHODS,
+        "binding_flags": BINDING_FLAGS,
+        "certificate_rules": CERTIFICATE_RULES,
+        "security_profiles": SECURITY_PROFILES,
     }
 
 
@@ -235,7 +249,7 @@ def create_client():
         db.session.rollback()
         page = render_template(
             "console/client_new.html",
-            form=request.form.to_dict(),
+            form=form_values(request.form),
             errors=_messages(error),
         )
         return page, error.status
@@ -282,6 +296,7 @@ def _detail(client: Client, *, form: dict | None = None, errors: list[str] | Non
         now=utcnow(),
         lifetimes=SECRET_LIFETIMES,
         graces=GRACE_PERIODS,
+        binding=token_binding(client),
         can_write="clients:write" in g.caller.scopes and policy.may_manage(g.caller.scopes, client),
     )
 
@@ -323,7 +338,7 @@ def update_client(client_id: str):
     except AppError as error:
         db.session.rollback()
         client = _client(client_id)
-        page = _detail(client, form=request.form.to_dict(), errors=_messages(error))
+        page = _detail(client, form=form_values(request.form), errors=_messages(error))
         return page, error.status
     flash("Saved." if changed else "Nothing changed.", "success")
     return redirect(url_for("console.show_client", client_id=client.id), code=303)

@@ -24,6 +24,7 @@ import json
 import re
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -33,7 +34,7 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from app.clients.records import ClientRecord, KeyRecord
 from app.oauth.client_auth import AuthMethod, QueryClient
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest
-from app.protocol import SIGNING_ALGS
+from app.protocol import FAPI2, FAPI2_MAX_FUTURE, FAPI2_SIGNING_ALGS, SIGNING_ALGS
 from app.runtime import runtime
 from app.state.jti import from_timestamp
 from app.timeutil import utcnow
@@ -123,6 +124,32 @@ def claims_acceptable(claims: dict, now: float) -> bool:
     return isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH
 
 
+def fapi2_claims_acceptable(claims: dict, issuer: str, now: float) -> bool:
+    """The FAPI 2.0 Security Profile's rules for a client assertion (§5.3.2.1).
+
+    `aud` is the issuer identifier as a string, and nothing else (not the
+    token endpoint's URL, not an array); `iat` and `nbf` lie at most
+    FAPI2_MAX_FUTURE seconds ahead.
+    """
+    if claims.get("aud") != issuer:
+        return False
+    for name in ("iat", "nbf"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # claims_acceptable refuses a non-numeric one
+        if value > now + FAPI2_MAX_FUTURE:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class ResolvedKeys:
+    """A client's active keys and whether its FAPI 2.0 profile narrows what they may sign."""
+
+    keys: list[KeyRecord]
+    fapi2: bool
+
+
 def _naming_only(client_id: str, query_client: QueryClient) -> QueryClient:
     def query(subject: str) -> ClientRecord | None:
         return query_client(subject) if subject == client_id else None
@@ -135,10 +162,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, accepted_audiences: Sequence[str], algorithms: Collection[str]) -> None:
+    def __init__(
+        self, issuer: str, accepted_audiences: Sequence[str], algorithms: Collection[str]
+    ) -> None:
         super().__init__(validate_jti=True, leeway=LEEWAY)
+        self.issuer = issuer
         self.accepted_audiences = list(accepted_audiences)
         self.algorithms = frozenset(algorithms) & frozenset(SIGNING_ALGS)
+        self.fapi2_algorithms = self.algorithms & frozenset(FAPI2_SIGNING_ALGS)
 
     def __call__(self, query_client: QueryClient, request: FormRequest) -> ClientRecord | None:
         sent = request.form.get("client_id")
@@ -168,22 +199,28 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="Invalid JWT assertion.")
         return header, claims
 
-    def resolve_client_public_key(self, client: ClientRecord) -> list[KeyRecord]:
+    def resolve_client_public_key(self, client: ClientRecord) -> ResolvedKeys:
         """The client's active keys; `process_assertion_claims` picks by the header."""
-        return client.active_keys(utcnow())
+        return ResolvedKeys(client.active_keys(utcnow()), client.security_profile == FAPI2)
 
-    def process_assertion_claims(self, assertion: str, resolve_key: list[KeyRecord]) -> dict:
+    def process_assertion_claims(self, assertion: str, resolve_key: ResolvedKeys) -> dict:
         """The claims, once one of the keys verifies the signature and the claims pass.
 
         Without a kid, each active key of the header's alg is tried in turn.
+        A FAPI 2.0 client's assertion is held to that profile's algorithms,
+        audience and clock rules too (`fapi2_claims_acceptable`).
 
         :raise InvalidClientError: no key verifies it, or a claim is wrong.
         """
         header = _b64json(assertion.partition(".")[0])  # well-formed: extract_assertion said so
-        for key in candidate_keys(resolve_key, header, self.algorithms):
+        fapi2 = resolve_key.fapi2
+        algorithms = self.fapi2_algorithms if fapi2 else self.algorithms
+        for key in candidate_keys(resolve_key.keys, header, algorithms):
             claims = self._verify(assertion, key)
             if claims is None:
                 continue
+            if fapi2 and not fapi2_claims_acceptable(claims, self.issuer, time.time()):
+                raise InvalidClientError(description="Invalid JWT assertion.")
             self.verify_claims(claims)
             runtime().usage.key_used(claims["sub"], key.kid)
             return claims
@@ -227,7 +264,7 @@ def private_key_jwt(issuer: str, algorithms: Collection[str]) -> AuthMethod:
     (query_client, request) only: the request names its endpoint.
     """
     by_endpoint = {
-        endpoint: PrivateKeyJWT(audiences(issuer, endpoint), algorithms)
+        endpoint: PrivateKeyJWT(issuer, audiences(issuer, endpoint), algorithms)
         for endpoint in ENDPOINT_PATHS
     }
 

@@ -8,7 +8,7 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from app.clients.service import MANAGEMENT_SCOPES
 from app.oauth.requests import ENDPOINT_PATHS
-from app.protocol import AUTH_METHODS
+from app.protocol import AUTH_METHODS, FAPI2_SIGNING_ALGS
 
 
 def server_metadata(issuer: str, assertion_algs: Collection[str]) -> AuthorizationServerMetadata:
@@ -34,6 +34,11 @@ def server_metadata(issuer: str, assertion_algs: Collection[str]) -> Authorizati
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_signing_alg_values_supported": algs,
             "scopes_supported": list(MANAGEMENT_SCOPES),
+            # An extension member (RFC 8414 §2 allows them): the algorithms a
+            # client with `security_profile: "fapi2"` may sign assertions and
+            # DPoP proofs with, and that its tokens need the server to sign with
+            # (FAPI 2.0 Security Profile §5.4.1; docs/api.md §2.1).
+            "fapi2_signing_alg_values_supported": list(FAPI2_SIGNING_ALGS),
             "service_documentation": f"{issuer}/api/v1/openapi.json",
         }
     )

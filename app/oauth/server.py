@@ -17,6 +17,7 @@ from authlib.oauth2.rfc6749 import (
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
+    UnauthorizedClientError,
     grants,
 )
 from flask import Flask, current_app, json
@@ -28,7 +29,7 @@ from app.oauth.requests import FormRequest, PlainResponse, RawFormRequest, form_
 from app.oauth.rfc7009 import RevocationEndpoint
 from app.oauth.rfc7662 import IntrospectionEndpoint
 from app.oauth.rfc9068 import JWTAccessTokenGenerator, NoSigningKeyError
-from app.protocol import AUTH_METHODS
+from app.protocol import AUTH_METHODS, FAPI2, FAPI2_SIGNING_ALGS
 from app.runtime import runtime, runtime_of
 
 
@@ -104,6 +105,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         self.request.audiences = self._resolve_audiences(client)
         _ensure_management_audience_for_admins(client, self.request.audiences)
         self.request.scope, self.request.expires_in = self._apply_resource_servers(client, scope)
+        # Last: the token's binding (DPoP, certificate) is known by now.
+        _ensure_security_profile(client, self.request)
 
     def _resolve_scope(self, client: ClientRecord) -> str:
         """RFC 6749 §3.3: omitted scope means all of the client's scopes."""
@@ -189,6 +192,29 @@ def _ensure_management_audience_for_admins(client: ClientRecord, audiences: list
     """
     if client.client_type != "admin" and current_app.config["MANAGEMENT_AUDIENCE"] in audiences:
         raise InvalidTargetError("The management API's audience is for admin clients only.")
+
+
+def _ensure_security_profile(client: ClientRecord, request: FormRequest) -> None:
+    """The FAPI 2.0 Security Profile at the token endpoint (§5.3.2.1, §5.4.1).
+
+    Client authentication (mTLS or private_key_jwt, the assertion's audience,
+    clock and algorithm) is held to the profile where it happens
+    (ClientRecord.check_endpoint_auth_method, app.oauth.rfc7523); here the
+    token: only sender-constrained, and only signed with PS256, ES256 or EdDSA.
+    """
+    if client.security_profile != FAPI2:
+        return
+    key = runtime().keyring.snapshot().current
+    if key is not None and key.alg not in FAPI2_SIGNING_ALGS:
+        raise UnauthorizedClientError(
+            description=f"This server signs tokens with {key.alg}, which the client's FAPI 2.0 "
+            "profile does not allow (PS256, ES256 or EdDSA; see SIGNING_ALG)."
+        )
+    if request.confirmation is None:
+        raise InvalidRequestError(
+            "A FAPI 2.0 client's tokens must be sender-constrained: "
+            "send a DPoP proof or present a client certificate."
+        )
 
 
 def config_oauth(app: Flask) -> AuthorizationServer:
