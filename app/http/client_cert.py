@@ -59,7 +59,6 @@ MAX_HEADER_LENGTH = 16 * 1024
 _ENVIRON_KEY = "ccserver.client_certificate"
 _ABSENT = object()
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
-_XFCC_CERT = re.compile(r'(?:^|;)Cert="([^"]*)"', re.IGNORECASE)
 
 
 class MalformedClientCertificate(ValueError):
@@ -114,13 +113,47 @@ def decode_header(value: str, fmt: str) -> bytes:
             raise MalformedClientCertificate("bad base64") from exc
     if fmt == "xfcc":
         # Envoy appends one element per proxy (comma-separated); ours is the last.
-        # Values are URL-encoded, so a comma inside one is always %2C.
-        element = value.rsplit(",", 1)[-1]
-        match = _XFCC_CERT.search(element)
-        if match is None:
-            raise MalformedClientCertificate("no Cert in the last element")
-        value = match.group(1)
+        element = _split_quoted(value, ",")[-1]
+        certs = [v for k, v in _xfcc_pairs(element) if k.lower() == "cert"]
+        if len(certs) != 1:
+            raise MalformedClientCertificate("not one Cert in the last element")
+        value = certs[0]
     return _pem_to_der(unquote(value, errors="strict"))
+
+
+def _split_quoted(value: str, separator: str) -> list[str]:
+    """Split on `separator` outside double quotes (Envoy quotes values holding , ; or =)."""
+    parts, current, quoted, escaped = [], [], False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if quoted:
+        raise MalformedClientCertificate("unbalanced quotes")
+    parts.append("".join(current))
+    return parts
+
+
+def _xfcc_pairs(element: str) -> list[tuple[str, str]]:
+    """The key=value pairs of one XFCC element, quotes removed."""
+    pairs = []
+    for part in _split_quoted(element, ";"):
+        key, sep, raw = part.strip().partition("=")
+        if not sep:
+            raise MalformedClientCertificate("not key=value")
+        raw = raw.strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1].replace('\\"', '"')
+        pairs.append((key.strip(), raw))
+    return pairs
 
 
 def _pem_to_der(pem: str) -> bytes:
