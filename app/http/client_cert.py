@@ -123,7 +123,9 @@ def decode_header(value: str, fmt: str) -> bytes:
 
 def _split_quoted(value: str, separator: str) -> list[str]:
     """Split on `separator` outside double quotes (Envoy quotes values holding , ; or =)."""
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in value:
         if escaped:
             escaped = False
