@@ -8,7 +8,14 @@ from __future__ import annotations
 
 #: Client authentication methods at the token, introspection and revocation
 #: endpoints (RFC 8414 §2 `token_endpoint_auth_methods_supported`).
-AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+AUTH_METHODS: tuple[str, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    # RFC 8705 §2.1 and §2.2, through the TLS-terminating proxy (docs/api.md §1.2).
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+)
 
 #: JWS algorithms the server signs access tokens with (`SIGNING_ALG`) and accepts
 #: on client assertions (RFC 7518 §3.1 names; EdDSA is RFC 8037 §3.1).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from flask import Flask, current_app
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     # whose X-Forwarded-For is believed (app/http/client_address.py); empty:
     # the header is ignored.
     trusted_proxies: str | list[str] = ""
+    # How those proxies forward the client's TLS certificate (app/http/client_cert.py):
+    # rfc9440 (Client-Cert: :base64 DER:), nginx (Client-Cert: URL-encoded PEM)
+    # or xfcc (Envoy's X-Forwarded-Client-Cert).
+    client_cert_format: Literal["rfc9440", "nginx", "xfcc"] = "rfc9440"
+    # A header in which the proxy reports its chain validation ("SUCCESS");
+    # empty: every forwarded certificate counts as verified by the proxy.
+    client_cert_verify_header: str = ""
 
     # Request bodies are limited to 64 KiB (413); Flask's own key.
     max_content_length: int | None = 64 * 1024

@@ -11,6 +11,7 @@ from flask import current_app, g, request
 
 from app.clients.service import SYSTEM_ACCOUNT
 from app.errors import Forbidden, Unauthorized
+from app.oauth.rfc8705 import certificate_matches
 from app.oauth.rfc9068 import issued_ms, verify_access_token
 from app.runtime import runtime
 
@@ -59,6 +60,9 @@ def authenticate() -> Caller:
         claims = verify_access_token(token.strip(), current_app.config["MANAGEMENT_AUDIENCE"])
     except (jwt.InvalidTokenError, ValueError) as exc:
         raise _invalid("The access token is invalid or expired.") from exc
+    if not certificate_matches(claims):
+        # RFC 8705 §3: a certificate-bound token needs that certificate.
+        raise _invalid("The access token is bound to a client certificate not presented.")
     # Asked of the shared store on every request: a revocation has no delay.
     client_id = claims.get("client_id") or claims["sub"]
     iat = claims.get("iat") if isinstance(claims.get("iat"), int) else None

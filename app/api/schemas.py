@@ -79,6 +79,7 @@ from app.models.resource_server import (
     RS_SCOPE_DESCRIPTION_MAX_LENGTH,
 )
 from app.models.secret import SECRET_DESCRIPTION_MAX_LENGTH
+from app.oauth.rfc8705 import parse_subject_dn
 from app.protocol import AUTH_METHODS, SIGNING_ALGS
 from app.timeutil import isoformat
 
@@ -182,6 +183,17 @@ def _ip_address(value: str) -> str:
         raise PydanticCustomError("ip_address", "must be an IPv4 or IPv6 address") from exc
 
 
+def _subject_dn(value: str) -> str:
+    try:
+        parse_subject_dn(value)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "subject_dn",
+            "must be an RFC 4514 DN such as CN=client,O=Acme,C=DE (no spaces around ',')",
+        ) from exc
+    return value
+
+
 BoundFlag = Annotated[
     bool,
     Field(description="Every token must be sender-constrained this way (docs/api.md §1.1, §1.2)."),
@@ -192,6 +204,7 @@ SubjectDn = (
         StringConstraints(
             min_length=1, max_length=SUBJECT_DN_MAX_LENGTH, pattern=NO_CONTROL_PATTERN
         ),
+        AfterValidator(_subject_dn),
         Field(description="tls_client_auth: the certificate's subject DN (RFC 4514 string)."),
     ]
     | None

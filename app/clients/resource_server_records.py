@@ -31,20 +31,23 @@ class ResourceServerRecord:
     #: The scope values it defines; empty: it accepts any scope.
     scopes: frozenset[str]
     access_token_ttl: int | None
+    #: RFC 8705 §3: every token for it must be certificate-bound (docs/api.md §1.2).
+    tls_client_certificate_bound_access_tokens: bool = False
 
     def usable_by(self, account_id: str) -> bool:
         return self.shared or self.account_id == account_id
 
 
 _PG_LOAD = """
-SELECT identifier, account_id, shared, scopes, access_token_ttl
+SELECT identifier, account_id, shared, scopes, access_token_ttl,
+       tls_client_certificate_bound_access_tokens
   FROM resource_servers WHERE identifier = %s
 """
 
 
-def _record(identifier, account_id, shared, scopes, ttl) -> ResourceServerRecord:
+def _record(identifier, account_id, shared, scopes, ttl, cert_bound) -> ResourceServerRecord:
     values = frozenset(s["value"] for s in scopes or () if isinstance(s, dict) and "value" in s)
-    return ResourceServerRecord(identifier, account_id, bool(shared), values, ttl)
+    return ResourceServerRecord(identifier, account_id, bool(shared), values, ttl, bool(cert_bound))
 
 
 def load_record(
@@ -64,6 +67,7 @@ def load_record(
                 ResourceServer.shared,
                 ResourceServer.scopes,
                 ResourceServer.access_token_ttl,
+                ResourceServer.tls_client_certificate_bound_access_tokens,
             ).where(ResourceServer.identifier == identifier)
         ).first()
     return _record(*row) if row is not None else None

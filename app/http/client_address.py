@@ -90,6 +90,12 @@ def resolve_client_address(
     return client
 
 
+def peer_is_trusted(environ: dict) -> bool:
+    """Whether the socket peer of `environ` is one of TRUSTED_PROXIES."""
+    networks = parse_trusted_proxies(current_app.config.get("TRUSTED_PROXIES"))
+    return bool(networks) and _trusted(_ip(environ.get("REMOTE_ADDR") or ""), networks)
+
+
 _ENVIRON_KEY = "ccserver.client_address"
 
 

@@ -27,9 +27,18 @@ from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
 from flask import current_app
 
 from app.clients.records import ClientRecord
+from app.http.client_cert import (
+    MalformedClientCertificate,
+    PresentedCertificate,
+    presented_certificate,
+)
 from app.oauth.requests import FormRequest, parse_basic_credentials
 from app.runtime import runtime
 from app.timeutil import utcnow
+
+#: RFC 8705 §2: a request with no other credentials, a client_id and a
+#: certificate authenticates by one of these (app.oauth.rfc8705), tried in turn.
+MTLS_METHODS: tuple[str, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
 
 QueryClient = Callable[[str], ClientRecord | None]
 #: (query_client, request) -> the client, or None: Authlib's auth method shape.
@@ -70,6 +79,29 @@ def methods_used(request: FormRequest) -> list[str]:
     if "client_assertion" in data or "client_assertion_type" in data:
         used.append("private_key_jwt")
     return used
+
+
+def request_certificate() -> PresentedCertificate | None:
+    """The certificate the current request presented (app.http.client_cert), or None.
+
+    :raise InvalidRequestError: a trusted proxy forwarded a malformed one.
+    """
+    try:
+        return presented_certificate()
+    except MalformedClientCertificate as exc:
+        raise InvalidRequestError("The forwarded client certificate is malformed.") from exc
+
+
+def mtls_candidates(request: FormRequest, methods: Collection[str]) -> list[str]:
+    """The RFC 8705 methods a request without other credentials may use.
+
+    It must name its client_id (RFC 8705 §2) and present a certificate; a
+    certificate beside a secret or an assertion only binds the token
+    (RFC 8705 §3), so this is asked only when no other method is used.
+    """
+    if not request.payload.data.get("client_id") or request_certificate() is None:
+        return []
+    return [m for m in MTLS_METHODS if m in methods]
 
 
 def claimed_client_id(request: FormRequest, method: str | None) -> str | None:
@@ -117,6 +149,10 @@ def client_secret_post(query_client: QueryClient, request: FormRequest) -> Clien
     return check_secret(query_client, data.get("client_id") or "", data["client_secret"])
 
 
+#: Failed methods answered without the Basic challenge: no Authorization header was tried.
+NO_BASIC_CHALLENGE = frozenset({"private_key_jwt", *MTLS_METHODS})
+
+
 class ClientAuthMixin:
     """Authorization server mixin: `authenticate_client` as described in the module docstring.
 
@@ -144,10 +180,14 @@ class ClientAuthMixin:
         if len(used) > 1:
             raise InvalidRequestError("Use exactly one client authentication method.")
         method = used[0] if used else None
+        candidates = used if method in methods else []
+        if method is None:
+            candidates = mtls_candidates(request, methods)
+            method = candidates[0] if candidates else None
         client: ClientRecord | None = None
-        if method in methods:
+        if candidates:
             try:
-                client = super().authenticate_client(request, used, endpoint)  # type: ignore[misc]
+                client = super().authenticate_client(request, candidates, endpoint)  # type: ignore[misc]
             except InvalidClientError:
                 client = None
         if client is None or client.disabled:
@@ -158,8 +198,9 @@ class ClientAuthMixin:
             # RFC 6749 §5.2 requires the Basic challenge after a failed Basic
             # attempt; secret and credential-less failures all get it so they
             # stay alike, a failed assertion (no Authorization header) none.
-            realm = None if method == "private_key_jwt" else current_app.config["ISSUER"]
+            realm = None if method in NO_BASIC_CHALLENGE else current_app.config["ISSUER"]
             raise ClientAuthenticationFailed(realm)
         request.client = client
-        request.auth_method = method
+        # Authlib's registry set the method that succeeded (one of two for mTLS).
+        request.auth_method = request.auth_method or method
         return client

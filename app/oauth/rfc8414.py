@@ -39,6 +39,8 @@ def server_metadata(issuer: str, assertion_algs: Collection[str]) -> Authorizati
             # DPoP proofs with, and that its tokens need the server to sign with
             # (FAPI 2.0 Security Profile §5.4.1; docs/api.md §2.1).
             "fapi2_signing_alg_values_supported": list(FAPI2_SIGNING_ALGS),
+            # RFC 8705 §3.3: certificate-bound access tokens (docs/api.md §1.2).
+            "tls_client_certificate_bound_access_tokens": True,
             "service_documentation": f"{issuer}/api/v1/openapi.json",
         }
     )

@@ -23,7 +23,7 @@ from authlib.oauth2.rfc6749 import (
 from flask import Flask, current_app, json
 
 from app.clients.records import ClientRecord
-from app.oauth import client_auth, rfc7523
+from app.oauth import client_auth, rfc7523, rfc8705
 from app.oauth.client_auth import ClientAuthMixin
 from app.oauth.requests import FormRequest, PlainResponse, RawFormRequest, form_request
 from app.oauth.rfc7009 import RevocationEndpoint
@@ -105,6 +105,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         self.request.audiences = self._resolve_audiences(client)
         _ensure_management_audience_for_admins(client, self.request.audiences)
         self.request.scope, self.request.expires_in = self._apply_resource_servers(client, scope)
+        rfc8705.bind_certificate(self.request, client)
         # Last: the token's binding (DPoP, certificate) is known by now.
         _ensure_security_profile(client, self.request)
 
@@ -231,6 +232,10 @@ def config_oauth(app: Flask) -> AuthorizationServer:
     server.register_client_auth_method(
         "private_key_jwt",
         rfc7523.private_key_jwt(app.config["ISSUER"], app.config["ASSERTION_SIGNING_ALGS"]),
+    )
+    server.register_client_auth_method("tls_client_auth", rfc8705.tls_client_auth)
+    server.register_client_auth_method(
+        "self_signed_tls_client_auth", rfc8705.self_signed_tls_client_auth
     )
     runtime_of(app).oauth = server
     return server
