@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 import sqlalchemy as sa
+from cryptography.x509.oid import NameOID
 
 from app.extensions import db
 from app.models import Client
 from app.oauth.rfc7523 import fapi2_claims_acceptable
 from tests.conftest import basic_auth
+from tests.mtls import PROXY, make_cert, name
 from tests.oauth.assertions import (
     ISSUER,
     TOKEN_URL,
+    assertion_form,
     claims_for,
     make_key,
     register_key,
@@ -163,3 +167,57 @@ class TestOnAnRs256Server:
         body = response.get_json()
         assert body["error"] == "unauthorized_client"
         assert "RS256" in body["error_description"]
+
+
+class TestWithMutualTls:
+    """A FAPI 2.0 client gets a token when it authenticates and binds with mTLS."""
+
+    @pytest.fixture
+    def app_config(self, base_config, migrated):
+        return {**base_config, "TRUSTED_PROXIES": "10.0.0.0/8"}
+
+    def test_tls_client_auth_gets_a_certificate_bound_token(self, client, factory):
+        dn = "CN=payments,O=Acme"
+        cid, _ = factory.client(
+            "acme",
+            scopes=["pay"],
+            audiences=[AUDIENCE],
+            security_profile="fapi2",
+            tls_client_auth_subject_dn=dn,
+        )
+        cert = make_cert(
+            # RFC 4514 strings list the RDNs last first: this is "CN=payments,O=Acme".
+            name((NameOID.ORGANIZATION_NAME, "Acme"), (NameOID.COMMON_NAME, "payments"))
+        )
+        response = client.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials", "client_id": cid},
+            headers={"Client-Cert": cert.rfc9440()},
+            environ_base=dict(PROXY),
+        )
+        assert response.status_code == 200, response.get_json()
+        token = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
+        assert token["cnf"] == {"x5t#S256": cert.thumbprint}
+
+    def test_private_key_jwt_with_a_certificate_gets_a_bound_token(self, client, factory, admin):
+        cid, secret, key = fapi_client(client, factory, admin)
+        cert = make_cert(name((NameOID.COMMON_NAME, "anything")))
+        form = {
+            "grant_type": "client_credentials",
+            **assertion_form(sign(key, claims_for(cid, aud=ISSUER))),
+        }
+        response = client.post(
+            "/oauth2/token",
+            data=form,
+            headers={"Client-Cert": cert.rfc9440()},
+            environ_base=dict(PROXY),
+        )
+        assert response.status_code == 200, response.get_json()
+        # A secret with a certificate is still a secret: refused for the profile.
+        refused = client.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            headers={**basic_auth(cid, secret), "Client-Cert": cert.rfc9440()},
+            environ_base=dict(PROXY),
+        )
+        refused_client(refused)
