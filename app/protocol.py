@@ -42,3 +42,9 @@ FAPI2_SIGNING_ALGS: tuple[str, ...] = ("PS256", "ES256", "EdDSA")
 #: §5.3.2.1: JWTs with `iat` or `nbf` up to 10 s ahead are accepted; we refuse
 #: anything further ahead (the profile's own hard limit is 60 s).
 FAPI2_MAX_FUTURE = 10
+
+#: JWS algorithms accepted on DPoP proofs (RFC 9449 §4.2: asymmetric only, never
+#: "none" nor a MAC) and listed as RFC 9449 §5.1 `dpop_signing_alg_values_supported`.
+#: ES384 is there because DPoP keys are the client's own, often made by a
+#: platform keystore that offers P-384; RSA keys must have at least 2048 bits.
+DPOP_SIGNING_ALGS: tuple[str, ...] = ("ES256", "ES384", "PS256", "RS256", "EdDSA")

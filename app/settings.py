@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # A header in which the proxy reports its chain validation ("SUCCESS");
     # empty: every forwarded certificate counts as verified by the proxy.
     client_cert_verify_header: str = ""
+    # RFC 9449 §8: DPoP proofs at the token endpoint and the management API
+    # must carry a server nonce (stateless, app/oauth/rfc9449.py); 0: off.
+    dpop_nonces: bool = False
 
     # Request bodies are limited to 64 KiB (413); Flask's own key.
     max_content_length: int | None = 64 * 1024
@@ -206,6 +209,16 @@ class Settings(BaseSettings):
                 return int(value) != 0
             except ValueError:
                 raise ValueError("must be a number (0: off)") from None
+        return value
+
+    @field_validator("dpop_nonces", mode="before")
+    @classmethod
+    def _nonce_switch(cls, value: Any) -> Any:
+        # The variable is a number, as AUTH_FAILURE_FEED: 0 off, 1 on.
+        if isinstance(value, str):
+            if value.strip() not in ("0", "1"):
+                raise ValueError("must be 0 or 1")
+            return value.strip() == "1"
         return value
 
     @field_validator("assertion_signing_algs")

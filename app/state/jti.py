@@ -7,8 +7,11 @@ could still be accepted, so neither grows without bound:
   and each client's token cut-off (docs/api.md §2.1 `revoke-tokens`): every
   token of that client issued before an instant (epoch milliseconds), until
   the longest token issued before it has expired;
-- the replay cache (RFC 7523 §3, RFC 7521 §5.2): a key the caller makes
-  unique (for assertions `client_id:jti`) until the assertion's `exp`.
+- the replay cache (RFC 7523 §3, RFC 7521 §5.2, RFC 9449 §11.1): a key the
+  caller makes unique (for assertions `client_id:jti`, for DPoP proofs
+  `dpop:<key thumbprint>:jti`) until the JWT can no longer be accepted.
+  `use_once_many` records several keys in one round trip, so a token request
+  with both a client assertion and a DPoP proof asks the store once.
 
 `JtiStore` is the interface; `create_app` picks one backend (`store_for`):
 
@@ -29,6 +32,7 @@ import math
 import threading
 import time
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Protocol
 
 import redis
@@ -92,8 +96,27 @@ class JtiStore(Protocol):
         :raises ServiceUnavailable: the store is unreachable (fail closed).
         """
 
+    def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+        """`use_once` for each (key, expires_at), in one round trip of the shared store.
+
+        The answers are in the order given; a key repeated within `entries`
+        is True at most once.
+
+        :raises ServiceUnavailable: the store is unreachable (fail closed).
+        """
+
     def purge_expired(self, now: datetime | None = None) -> int:
         """Delete entries past their expiry; returns how many (Redis expires its own: 0)."""
+
+
+def _first_of_each(entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+    """Which entries are the first with their key (a repeat within one call is a replay)."""
+    seen: set[str] = set()
+    first = []
+    for key, _ in entries:
+        first.append(key not in seen)
+        seen.add(key)
+    return first
 
 
 def store_for(
@@ -174,6 +197,19 @@ class RedisJtiStore:
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
 
+    def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+        first = _first_of_each(entries)
+        try:
+            # One pipeline (no MULTI: each SET NX is atomic on its own).
+            pipe = self.client.pipeline(transaction=False)
+            for (key, expires_at), fresh in zip(entries, first, strict=True):
+                if fresh:
+                    pipe.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at))
+            answers = iter(pipe.execute())
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        return [bool(next(answers)) if fresh else False for fresh in first]
+
     def purge_expired(self, now: datetime | None = None) -> int:
         return 0
 
@@ -243,6 +279,13 @@ ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
  WHERE used_assertions.expires_at <= %s
 RETURNING 1
 """
+# `_PG_USE_ONCE` for several keys; the keys it recorded come back.
+_PG_USE_MANY = """
+INSERT INTO used_assertions (key, expires_at) VALUES {values}
+ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+ WHERE used_assertions.expires_at <= %s
+RETURNING key
+"""
 _PG_PURGE = """
 WITH revoked AS (DELETE FROM revoked_tokens WHERE expires_at <= %s RETURNING 1),
      used AS (DELETE FROM used_assertions WHERE expires_at <= %s RETURNING 1)
@@ -284,6 +327,21 @@ class PostgresJtiStore(_DatabaseJtiStore):
         if fresh:
             self._maybe_purge()
         return fresh
+
+    def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+        first = _first_of_each(entries)
+        rows = [entry for entry, fresh in zip(entries, first, strict=True) if fresh]
+        if not rows:
+            return first
+        # One statement: ON CONFLICT may touch each row once, hence the distinct keys.
+        values = ", ".join(["(%s, %s)"] * len(rows))
+        params: list = [value for row in rows for value in row]
+        params.append(utcnow())
+        fetched = self.executor.fetch(_PG_USE_MANY.format(values=values), tuple(params))
+        recorded = {row[0] for row in fetched}
+        if recorded:
+            self._maybe_purge()
+        return [fresh and key in recorded for (key, _), fresh in zip(entries, first, strict=True)]
 
     def purge_expired(self, now: datetime | None = None) -> int:
         now = now or utcnow()
@@ -392,6 +450,14 @@ class SqlJtiStore(_DatabaseJtiStore):
                 self._maybe_purge()
                 return True
         return False
+
+    def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+        # SQLite is a local file: a call per key costs no network round trip.
+        first = _first_of_each(entries)
+        return [
+            fresh and self.use_once(key, expires_at)
+            for (key, expires_at), fresh in zip(entries, first, strict=True)
+        ]
 
     def purge_expired(self, now: datetime | None = None) -> int:
         now = now or utcnow()

@@ -97,6 +97,48 @@ def test_use_once_admits_exactly_one_of_racing_callers(store):
     assert sorted(results) == [False] * 7 + [True]
 
 
+def test_use_once_many_answers_each_key_in_order_in_one_call(store):
+    used, new_a, new_b = (f"c:{fresh()}" for _ in range(3))
+    later = utcnow() + timedelta(minutes=5)
+    assert store.use_once(used, later) is True
+    answers = store.use_once_many([(new_a, later), (used, later), (new_b, later), (new_a, later)])
+    # A key repeated within one call is a replay of itself.
+    assert answers == [True, False, True, False]
+    assert store.use_once(new_a, later) is False
+    assert store.use_once(new_b, later) is False
+    assert store.use_once_many([]) == []
+
+
+def test_use_once_many_admits_exactly_one_of_racing_callers(store):
+    shared = f"c:{fresh()}"
+    later = utcnow() + timedelta(minutes=5)
+    results: list[list[bool]] = []
+    start = threading.Barrier(8)
+
+    def use() -> None:
+        start.wait()
+        results.append(store.use_once_many([(f"c:{fresh()}", later), (shared, later)]))
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(own for own, _ in results)
+    assert sorted(second for _, second in results) == [False] * 7 + [True]
+
+
+def test_use_once_many_takes_over_an_expired_entry(store, backend):
+    if backend.name == "redis":
+        return  # Redis drops keys at their TTL itself
+    past = utcnow() - timedelta(seconds=1)
+    with backend.engine.begin() as conn:
+        conn.execute(sa.insert(UsedAssertion), [{"key": "c:stale", "expires_at": past}])
+    later = utcnow() + timedelta(minutes=1)
+    assert store.use_once_many([("c:stale", later), ("c:other", later)]) == [True, True]
+    assert store.use_once_many([("c:stale", later)]) == [False]
+
+
 def test_a_cut_off_denies_the_clients_earlier_tokens_only(store):
     cid, other = fresh(), fresh()
     later = utcnow() + timedelta(minutes=5)
@@ -175,6 +217,7 @@ def test_unreachable_redis_fails_closed():
         for call in (
             lambda: store.is_revoked("x"),
             lambda: store.use_once("c:x", later),
+            lambda: store.use_once_many([("c:x", later)]),
             lambda: store.revoke("x", "c", later),
             lambda: store.is_revoked("x", "c", 1),
             lambda: store.cut_off("c", 1, later),
