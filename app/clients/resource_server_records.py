@@ -33,6 +33,8 @@ class ResourceServerRecord:
     access_token_ttl: int | None
     #: RFC 8705 §3: every token for it must be certificate-bound (docs/api.md §1.2).
     tls_client_certificate_bound_access_tokens: bool = False
+    #: RFC 9449: every token for it must be DPoP-bound (docs/api.md §1.1).
+    dpop_bound_access_tokens: bool = False
 
     def usable_by(self, account_id: str) -> bool:
         return self.shared or self.account_id == account_id
@@ -40,14 +42,18 @@ class ResourceServerRecord:
 
 _PG_LOAD = """
 SELECT identifier, account_id, shared, scopes, access_token_ttl,
-       tls_client_certificate_bound_access_tokens
+       tls_client_certificate_bound_access_tokens, dpop_bound_access_tokens
   FROM resource_servers WHERE identifier = %s
 """
 
 
-def _record(identifier, account_id, shared, scopes, ttl, cert_bound) -> ResourceServerRecord:
+def _record(
+    identifier, account_id, shared, scopes, ttl, cert_bound, dpop_bound
+) -> ResourceServerRecord:
     values = frozenset(s["value"] for s in scopes or () if isinstance(s, dict) and "value" in s)
-    return ResourceServerRecord(identifier, account_id, bool(shared), values, ttl, bool(cert_bound))
+    return ResourceServerRecord(
+        identifier, account_id, bool(shared), values, ttl, bool(cert_bound), bool(dpop_bound)
+    )
 
 
 def load_record(
@@ -68,6 +74,7 @@ def load_record(
                 ResourceServer.scopes,
                 ResourceServer.access_token_ttl,
                 ResourceServer.tls_client_certificate_bound_access_tokens,
+                ResourceServer.dpop_bound_access_tokens,
             ).where(ResourceServer.identifier == identifier)
         ).first()
     return _record(*row) if row is not None else None

@@ -91,6 +91,8 @@ class FormRequest(OAuth2Request):
         # RFC 7800 `cnf` of the token to issue: set when a DPoP proof or a
         # client certificate binds it (docs/api.md §1.1, §1.2).
         self.confirmation: dict[str, str] | None = None
+        # What the DPoP header came to (app.oauth.rfc9449.token_proof_state).
+        self.dpop: Any = None
 
     @property
     def form(self):

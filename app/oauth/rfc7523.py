@@ -24,6 +24,7 @@ import json
 import re
 import time
 from collections.abc import Collection, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
 from app.clients.records import ClientRecord, KeyRecord
+from app.oauth import rfc9449
 from app.oauth.client_auth import AuthMethod, QueryClient
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest
 from app.protocol import FAPI2, FAPI2_MAX_FUTURE, FAPI2_SIGNING_ALGS, SIGNING_ALGS
@@ -49,6 +51,8 @@ MAX_HEADER_LENGTH = 2048
 MAX_JTI_LENGTH = 255
 COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "jti"]
+#: The request being authenticated, for `validate_jti` (Authlib passes only claims).
+_current_request: ContextVar[FormRequest] = ContextVar("private_key_jwt_request")
 
 
 def _b64json(segment: str) -> Any:
@@ -177,7 +181,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             # RFC 7521 §4.2: a client_id sent beside the assertion must name its
             # subject; asked at the look-up, before any key or jti is touched.
             query_client = _naming_only(sent, query_client)
-        return super().__call__(query_client, request)
+        # Authlib's steps do not pass the request down to validate_jti.
+        token = _current_request.set(request)
+        try:
+            return super().__call__(query_client, request)
+        finally:
+            _current_request.reset(token)
 
     def get_audiences(self) -> list[str]:
         return self.accepted_audiences
@@ -254,7 +263,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         :raise ServiceUnavailable: the replay cache cannot be reached.
         """
         expires_at = from_timestamp(claims["exp"] + LEEWAY)
-        return runtime().jti.use_once(f"{claims['sub']}:{jti}", expires_at)
+        key = f"{claims['sub']}:{jti}"
+        request = _current_request.get(None)
+        if request is None:
+            return runtime().jti.use_once(key, expires_at)
+        # A DPoP proof of the same request goes to the replay cache in the
+        # same round trip (docs/decisions.md: one round trip per token request).
+        return rfc9449.use_once_with_proof(request, key, expires_at)
 
 
 def private_key_jwt(issuer: str, algorithms: Collection[str]) -> AuthMethod:

@@ -8,7 +8,7 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from app.clients.service import MANAGEMENT_SCOPES
 from app.oauth.requests import ENDPOINT_PATHS
-from app.protocol import AUTH_METHODS, FAPI2_SIGNING_ALGS
+from app.protocol import AUTH_METHODS, DPOP_SIGNING_ALGS, FAPI2_SIGNING_ALGS
 
 
 def server_metadata(issuer: str, assertion_algs: Collection[str]) -> AuthorizationServerMetadata:
@@ -41,6 +41,8 @@ def server_metadata(issuer: str, assertion_algs: Collection[str]) -> Authorizati
             "fapi2_signing_alg_values_supported": list(FAPI2_SIGNING_ALGS),
             # RFC 8705 §3.3: certificate-bound access tokens (docs/api.md §1.2).
             "tls_client_certificate_bound_access_tokens": True,
+            # RFC 9449 §5.1.
+            "dpop_signing_alg_values_supported": list(DPOP_SIGNING_ALGS),
             "service_documentation": f"{issuer}/api/v1/openapi.json",
         }
     )

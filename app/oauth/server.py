@@ -23,7 +23,7 @@ from authlib.oauth2.rfc6749 import (
 from flask import Flask, current_app, json
 
 from app.clients.records import ClientRecord
-from app.oauth import client_auth, rfc7523, rfc8705
+from app.oauth import client_auth, rfc7523, rfc8705, rfc9449
 from app.oauth.client_auth import ClientAuthMixin
 from app.oauth.requests import FormRequest, PlainResponse, RawFormRequest, form_request
 from app.oauth.rfc7009 import RevocationEndpoint
@@ -47,6 +47,9 @@ class TemporarilyUnavailableError(OAuth2Error):
 
 class AuthorizationServer(ClientAuthMixin, _AuthorizationServer):
     """Authlib's server with our request objects, client authentication and responses."""
+
+    #: DPoP proof verification, key cache and nonces (set by `config_oauth`).
+    dpop: rfc9449.Dpop
 
     def create_oauth2_request(
         self, request: FormRequest | RawFormRequest | None, endpoint: str = "token"
@@ -72,6 +75,9 @@ class AuthorizationServer(ClientAuthMixin, _AuthorizationServer):
 
     def create_token_response(self, request=None) -> PlainResponse:
         """RFC 6749 §4.4.2-4.4.3 for a RawFormRequest, or for the Flask request when None."""
+        return rfc9449.with_nonce(self._token_response(request))
+
+    def _token_response(self, request) -> PlainResponse:
         try:
             request = self.create_oauth2_request(request)
             if not request.payload.data.get("grant_type"):
@@ -106,6 +112,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         _ensure_management_audience_for_admins(client, self.request.audiences)
         self.request.scope, self.request.expires_in = self._apply_resource_servers(client, scope)
         rfc8705.bind_certificate(self.request, client)
+        rfc9449.bind_token_request(self.request)
         # Last: the token's binding (DPoP, certificate) is known by now.
         _ensure_security_profile(client, self.request)
 
@@ -222,6 +229,9 @@ def config_oauth(app: Flask) -> AuthorizationServer:
     """Build this app's authorization server: grant, endpoints, token generator, client auth."""
     server = AuthorizationServer()
     server.init_app(app)
+    server.dpop = rfc9449.Dpop(
+        app.config["ISSUER"], runtime_of(app).pepper, app.config["DPOP_NONCES"]
+    )
     server.token_generator = JWTAccessTokenGenerator(app.config["ISSUER"], runtime_of(app).keyring)
     server.register_token_generator("default", server.token_generator)
     server.register_grant(ClientCredentialsGrant)

@@ -31,8 +31,8 @@ import logging
 import math
 import threading
 import time
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 import redis

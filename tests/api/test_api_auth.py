@@ -20,7 +20,9 @@ MGMT_AUDIENCE = f"{ISSUER}/api"
 def assert_invalid_token(response) -> None:
     assert response.status_code == 401, response.get_json()
     assert response.mimetype == "application/problem+json"
-    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer error="invalid_token", DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+    )
     assert response.get_json()["status"] == 401
 
 
@@ -54,7 +56,9 @@ def bearer(token: str) -> dict[str, str]:
 def test_missing_token_is_401_bearer(client, headers):
     response = client.get(API, headers=headers)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert (
+        response.headers["WWW-Authenticate"] == 'Bearer, DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+    )
     assert response.mimetype == "application/problem+json"
 
 

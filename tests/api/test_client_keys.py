@@ -295,7 +295,9 @@ def test_scopes_and_authentication(client, factory, client_id):
     assert_problem(client.delete(keys_url(client_id) + "/x", headers=reader), 403)
     response = client.get(keys_url(client_id))
     assert_problem(response, 401)
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert (
+        response.headers["WWW-Authenticate"] == 'Bearer, DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+    )
 
 
 @pytest.mark.parametrize("method", ["get", "post", "delete"])

@@ -89,7 +89,9 @@ def test_revoked_admin_token_is_refused_by_management_api(client, factory):
     assert revoke(client, (cid, secret), token).status_code == 200
     response = client.get("/api/v1/clients", headers=headers)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer error="invalid_token", DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+    )
     assert response.mimetype == "application/problem+json"
 
 

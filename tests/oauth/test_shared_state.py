@@ -82,7 +82,9 @@ def test_revocation_seen_by_another_instance(client, second, factory):
     # No delay on any instance (docs/api.md §1).
     response = second.get("/api/v1/clients", headers=headers)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer error="invalid_token", DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+    )
     introspected = second.post(
         "/oauth2/introspect", data={"token": token}, headers=basic_auth(*caller)
     )

@@ -154,7 +154,9 @@ def test_no_token_is_401(client, app, method, path):
     before = statuses(app)
     response = getattr(client, method)(path)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert (
+        response.headers["WWW-Authenticate"] == 'Bearer, DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+    )
     assert statuses(app) == before
 
 
