@@ -339,3 +339,129 @@ def test_with_an_assertion_a_bad_proof_is_still_invalid_dpop_proof(client, keyed
 def test_metadata_lists_the_dpop_algorithms(client):
     metadata = client.get("/.well-known/oauth-authorization-server").get_json()
     assert metadata["dpop_signing_alg_values_supported"] == list(DPOP_ALGS)
+
+
+# --- nonces (RFC 9449 §8), DPOP_NONCES=1 ----------------------------------------------------
+
+
+@pytest.fixture
+def nonce_app(make_app):
+    return make_app(DPOP_NONCES=True)
+
+
+def test_with_nonces_a_proof_without_one_gets_use_dpop_nonce(nonce_app, factory, key):
+    http = nonce_app.test_client()
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    first = token(http, (cid, secret), proof(key))
+    assert first.status_code == 400
+    assert first.get_json()["error"] == "use_dpop_nonce"
+    nonce = first.headers["DPoP-Nonce"]
+    second = token(http, (cid, secret), proof(key, nonce=nonce))
+    assert second.status_code == 200, second.get_json()
+    assert second.get_json()["token_type"] == "DPoP"
+    assert second.headers["DPoP-Nonce"]  # every token response carries a fresh one
+
+
+def test_with_nonces_every_token_response_carries_one(nonce_app, factory):
+    http = nonce_app.test_client()
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    answers = [
+        token(http, (cid, secret)),  # bearer success
+        token(http, (cid, "ccs_wrong")),  # 401
+        token(http, (cid, secret), scope="nope"),  # 400 invalid_scope
+        http.post("/oauth2/token", data={"grant_type": "password"}),  # 400
+        token(http, (cid, secret), "garbage"),  # 400 invalid_dpop_proof
+    ]
+    for response in answers:
+        assert len(response.headers.getlist("DPoP-Nonce")) == 1, response.status_code
+
+
+def test_a_wrong_or_stale_nonce_is_refused(nonce_app, factory, key):
+    from app.oauth.rfc9449 import NONCE_STEP, Nonces
+    from tests.conftest import TEST_PEPPER
+
+    http = nonce_app.test_client()
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    stale = Nonces(TEST_PEPPER.encode()).issue(time.time() - 3 * NONCE_STEP)
+    other_server = Nonces(b"another-pepper-0123456789abcdef0123").issue()
+    for nonce in ("made-up", stale, other_server, ""):
+        response = token(http, (cid, secret), proof(key, nonce=nonce))
+        assert response.status_code == 400, nonce
+        assert response.get_json()["error"] == "use_dpop_nonce"
+
+
+def test_a_nonce_from_one_instance_works_on_another(nonce_app, make_app, factory, key):
+    other = make_app(DPOP_NONCES=True).test_client()
+    http = nonce_app.test_client()
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    nonce = token(http, (cid, secret)).headers["DPoP-Nonce"]
+    assert token(other, (cid, secret), proof(key, nonce=nonce)).status_code == 200
+
+
+def test_a_nonce_from_the_previous_step_is_accepted(nonce_app, factory, key):
+    from app.oauth.rfc9449 import NONCE_STEP, Nonces
+    from tests.conftest import TEST_PEPPER
+
+    http = nonce_app.test_client()
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    # Issued by any instance one step ago: a nonce lives at least NONCE_STEP seconds.
+    previous = Nonces(TEST_PEPPER.encode()).issue(time.time() - NONCE_STEP)
+    assert token(http, (cid, secret), proof(key, nonce=previous)).status_code == 200
+
+
+# --- both paths ----------------------------------------------------------------------------------
+
+
+def test_fast_path_and_flask_answer_alike(app, factory, reader, key, monkeypatch):
+    from tests.oauth.test_fastpath import AccessLines, assert_same, both_ways, environ, watch
+
+    lines = AccessLines()
+    import logging
+
+    from app.http.access_log import ACCESS_LOGGER
+
+    logging.getLogger(ACCESS_LOGGER).addHandler(lines)
+    try:
+        dispatched = watch(app, monkeypatch)
+        basic = {**basic_auth(*reader), "X-Request-ID": "req-1"}
+        kinds = {
+            "bound": lambda: environ(headers={**basic, "DPoP": proof(key)}),
+            "bad proof": lambda: environ(headers={**basic, "DPoP": proof(key, htm="GET")}),
+            "two headers": lambda: environ(
+                headers=[*basic.items(), ("DPoP", proof(key)), ("DPoP", proof(key))]
+            ),
+        }
+        for name, make_env in kinds.items():
+            fast, slow = both_ways(app, lines, make_env)
+            assert_same(fast, slow)
+            assert dispatched.count("/oauth2/token") == 1, name  # the slow one only
+            dispatched.clear()
+            if name == "bound":
+                for answer in (fast, slow):
+                    body = __import__("json").loads(answer.body)
+                    assert body["token_type"] == "DPoP"
+                    assert claims_of(body)["cnf"] == {"jkt": thumbprint(public_members(key))}
+            else:
+                assert fast.status.startswith("400"), name
+                assert b"invalid_dpop_proof" in fast.body
+        # A replayed proof is refused on either path.
+        value = proof(key)
+        fast, slow = both_ways(app, lines, lambda: environ(headers={**basic, "DPoP": value}))
+        assert fast.status.startswith("200") and slow.status.startswith("400")
+    finally:
+        logging.getLogger(ACCESS_LOGGER).removeHandler(lines)
+
+
+def test_fast_path_nonces_match_flask(make_app, factory, key, monkeypatch):
+    from tests.oauth.test_fastpath import AccessLines, both_ways, environ, header
+
+    app = make_app(DPOP_NONCES=True)
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    fast, slow = both_ways(
+        app, AccessLines(), lambda: environ(headers={**basic_auth(cid, secret), "DPoP": proof(key)})
+    )
+    for answer in (fast, slow):
+        assert answer.status.startswith("400")
+        assert b"use_dpop_nonce" in answer.body
+        assert header(answer, "DPoP-Nonce")
+    assert [n for n, _ in fast.headers] == [n for n, _ in slow.headers]

@@ -129,3 +129,43 @@ def test_unreachable_redis_fails_closed(app_config, factory, keyed_client):
 
         db.session.remove()
         db.engine.dispose()
+
+
+def test_dpop_proof_replayed_on_another_instance(client, second, factory):
+    from tests.oauth.dpop import make_dpop_key, proof
+
+    cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
+    pair = make_dpop_key()
+    value = proof(pair)
+    headers = {**basic_auth(cid, secret), "DPoP": value}
+    form = {"grant_type": "client_credentials"}
+    assert client.post("/oauth2/token", data=form, headers=headers).status_code == 200
+    replay = second.post("/oauth2/token", data=form, headers=headers)
+    assert replay.status_code == 400
+    assert replay.get_json()["error"] == "invalid_dpop_proof"
+
+
+def test_dpop_proof_with_an_assertion_replayed_on_another_instance(client, second, keyed_client):
+    from tests.oauth.dpop import make_dpop_key, proof
+
+    cid, _, pair = keyed_client
+    value = proof(make_dpop_key())
+    first = token_request(client, sign(pair, claims_for(cid)))
+    assert first.status_code == 200
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    ok = client.post(
+        "/oauth2/token",
+        data={**form, "client_assertion": sign(pair, claims_for(cid))},
+        headers={"DPoP": value},
+    )
+    assert ok.status_code == 200
+    replay = second.post(
+        "/oauth2/token",
+        data={**form, "client_assertion": sign(pair, claims_for(cid))},
+        headers={"DPoP": value},
+    )
+    assert replay.status_code == 400
+    assert replay.get_json()["error"] == "invalid_dpop_proof"
