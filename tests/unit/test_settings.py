@@ -51,6 +51,7 @@ DEFAULTS = {
     "TRUSTED_PROXIES": "",
     "CLIENT_CERT_FORMAT": "rfc9440",
     "CLIENT_CERT_VERIFY_HEADER": "",
+    "DPOP_NONCES": False,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "ASSERTION_SIGNING_ALGS": list(SIGNING_ALGS),
     "TOKEN_ENDPOINT": "http://localhost:5000/oauth2/token",
@@ -283,3 +284,15 @@ def test_clean_environ_isolates_tests_from_the_shell(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("1", True), (" 1 ", True)])
+def test_dpop_nonces_is_0_or_1(monkeypatch, value, expected):
+    monkeypatch.setenv("DPOP_NONCES", value)
+    assert build_settings().dpop_nonces is expected
+
+
+def test_dpop_nonces_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv("DPOP_NONCES", "yes")
+    with pytest.raises(SettingsError, match="DPOP_NONCES"):
+        build_settings()
