@@ -72,7 +72,7 @@ def test_single_header():
 
 def test_nonces_live_two_steps_and_need_the_key():
     nonces = rfc9449.Nonces(b"p" * 32, step=60)
-    now = 1_000_000_020.0  # 20 s into a step
+    now = 1_000_000_020.0  # the first second of a step
     nonce = nonces.issue(now)
     assert nonces.accepts(nonce, now)
     assert nonces.accepts(nonce, now + 60)  # the next step
@@ -159,3 +159,19 @@ def test_nonce_is_checked_last():
             nonces=nonces,
         )
     assert not isinstance(caught.value, rfc9449.NonceRequired)
+
+
+def test_iat_window_is_60_seconds_each_way():
+    pair = make_dpop_key()
+    url = rfc9449.normalize_url(URL)
+    now = 2_000_000_000.0
+    keys = rfc9449.KeyCache()
+    for iat in (now - 60, now + 60, now - 0.5):
+        rfc9449.verify_proof(
+            proof(pair, htu=URL, iat=iat), method="POST", url=url, now=now, keys=keys
+        )
+    for iat in (now - 61, now + 61, now - 60.5):
+        with pytest.raises(rfc9449.ProofError):
+            rfc9449.verify_proof(
+                proof(pair, htu=URL, iat=iat), method="POST", url=url, now=now, keys=keys
+            )
