@@ -14,7 +14,9 @@ Environment (all optional):
   BENCH_CONNECTIONS=64  wrk connections
   BENCH_CLIENTS=1000  seeded clients in the database (e.g. 1000000)
   BENCH_ALGS="ES256 RS256"
-  BENCH_SCENARIOS="basic many jwt introspect"
+  BENCH_SCENARIOS="basic many jwt introspect dpop"
+                      (dpop: client_secret_basic plus a fresh ES256 DPoP proof per
+                      request; the peer runs basic and dpop)
   BENCH_MANY_CLIENTS=20000  clients "many" cycles through (at most BENCH_CLIENTS)
   BENCH_SERVERS=granian  any of: granian gunicorn-sync gunicorn-gthread
   BENCH_WORKERS=1     server worker processes
@@ -80,7 +82,7 @@ DURATION = max(1, min(120, int(env("BENCH_DURATION", "10"))))
 CONNECTIONS = int(env("BENCH_CONNECTIONS", "64"))
 CLIENTS = int(env("BENCH_CLIENTS", "1000"))
 ALGS = env("BENCH_ALGS", "ES256 RS256").split()
-SCENARIOS = env("BENCH_SCENARIOS", "basic many jwt introspect").split()
+SCENARIOS = env("BENCH_SCENARIOS", "basic many jwt introspect dpop").split()
 SERVERS = env("BENCH_SERVERS", "granian").split()
 WORKERS = int(env("BENCH_WORKERS", "1"))
 THREADS = int(env("BENCH_THREADS", "4"))
@@ -377,6 +379,45 @@ def make_assertions(key_path: Path, count: int, audience: str, path: Path) -> No
             out.write("\n")
 
 
+# A proof is accepted while its iat is within 60 s of the server's clock
+# (docs/api.md §1.1): proofs made before a run name a moment this far ahead,
+# so they stay good from 10 s before it to 110 s after.
+DPOP_IAT_AHEAD = 50
+
+
+def make_dpop_proofs(count: int, htu: str, path: Path) -> None:
+    """Pre-sign `count` DPoP proofs (RFC 9449 §4.2) by one ES256 key, each with its own jti."""
+    import secrets
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    header = {"typ": "dpop+jwt", "jwk": jwk}
+    iat = int(time.time()) + min(DPOP_IAT_AHEAD, 110 - DURATION - WARMUP)
+    with path.open("w") as out:
+        for _ in range(count):
+            claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": htu, "iat": iat}
+            out.write(jwt.encode(claims, key, algorithm="ES256", headers=header))
+            out.write("\n")
+
+
+def measure_dpop(pid: int, token_url: str, basic_file: Path, work: Path) -> dict:
+    """The dpop scenario against one server: proofs for its token endpoint, made just before."""
+    warm, main = work / "dpop-warm.txt", work / "dpop-main.txt"
+    make_dpop_proofs(WARMUP * 2000, token_url, warm)
+    make_dpop_proofs(max(20_000, DURATION * 5000), token_url, main)
+    return measure(
+        pid,
+        token_url,
+        "token_dpop.lua",
+        [str(basic_file), str(main), "1"],
+        [str(basic_file), str(warm), "1"],
+    )
+
+
 # --- servers ---------------------------------------------------------------------
 
 
@@ -558,6 +599,8 @@ def bench_ours(kind: str, alg: str, work: Path, key_path: Path) -> list[Result]:
                 figures = measure(
                     proc.pid, token_url, "token_jwt.lua", [str(main), "1"], [str(warm), "1"]
                 )
+            elif scenario == "dpop":
+                figures = measure_dpop(proc.pid, token_url, basic_file, work)
             elif scenario == "introspect":
                 token = get_token(base)
                 figures = measure(
@@ -576,31 +619,38 @@ def bench_ours(kind: str, alg: str, work: Path, key_path: Path) -> list[Result]:
     return results
 
 
-def bench_peer(alg: str, work: Path) -> Result | None:
+def bench_peer(alg: str, work: Path) -> list[Result]:
     start = PEERS_DIR / "oidc-provider" / "start.sh"
     if not start.exists():
         log(f"peer harness not found at {PEERS_DIR}; skipping the peer")
-        return None
+        return []
     peer_env = dict(os.environ, ALG=alg, CPUS=SERVER_CPUS)
     started = subprocess.run(
         [str(start)], env=peer_env, capture_output=True, text=True, timeout=600, check=False
     )
     if started.returncode != 0:
         log(f"peer did not start:\n{started.stderr[-1500:]}")
-        return None
+        return []
     pidfile = Path(started.stdout.strip().splitlines()[-1])
+    token_url = "http://127.0.0.1:9400/token"
+    results = []
     try:
         pid = int(pidfile.read_text().strip())
         basic_file = work / "basic.txt"
         basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
-        figures = measure(pid, "http://127.0.0.1:9400/token", "token_basic.lua", [str(basic_file)])
+        figures = measure(pid, token_url, "token_basic.lua", [str(basic_file)])
+        results.append(Result("oidc-provider", alg, "basic", figures))
+        log(line_for(results[-1]))
+        if "dpop" in SCENARIOS:
+            # The peer harness runs oidc-provider with DPoP on (no nonces).
+            figures = measure_dpop(pid, token_url, basic_file, work)
+            results.append(Result("oidc-provider", alg, "dpop", figures))
+            log(line_for(results[-1]))
     finally:
         subprocess.run(
             [str(PEERS_DIR / "stop.sh"), str(pidfile)], capture_output=True, timeout=60, check=False
         )
-    result = Result("oidc-provider", alg, "basic", figures)
-    log(line_for(result))
-    return result
+    return results
 
 
 SOAK_ROUND = 15
@@ -773,14 +823,13 @@ def run_all(work: Path) -> None:
         soak(SERVERS[0], ALGS[0], work, int(env("BENCH_SOAK_TOKENS", "0")))
         return
     results: list[Result] = []
-    peers: dict[str, Result] = {}
+    peers: dict[tuple[str, str], Result] = {}
     for alg in ALGS:
         for kind in SERVERS:
             results += bench_ours(kind, alg, work, key_path)
         if env("BENCH_PEER", "1") == "1":
-            peer = bench_peer(alg, work)
-            if peer is not None:
-                peers[alg] = peer
+            for peer in bench_peer(alg, work):
+                peers[(alg, peer.scenario)] = peer
                 results.append(peer)
     print(
         f"\n## make bench: {DURATION} s per scenario, server CPUs {SERVER_CPUS or 'any'}, "
@@ -790,13 +839,26 @@ def run_all(work: Path) -> None:
     for r in results:
         print(line_for(r))
     print()
+    names = {"basic": "client_secret_basic", "dpop": "DPoP-bound (client_secret_basic + proof)"}
     for r in results:
-        peer = peers.get(r.alg)
-        if peer and r.scenario == "basic" and r.target != "oidc-provider":
+        peer = peers.get((r.alg, r.scenario))
+        if r.target == "oidc-provider" or r.scenario not in names:
+            continue
+        if peer and peer.figures["per_cpu_s"]:
             ratio = r.figures["per_cpu_s"] / peer.figures["per_cpu_s"]
             print(
-                f"ratio {r.alg} client_secret_basic, tokens per server CPU-second, "
+                f"ratio {r.alg} {names[r.scenario]}, tokens per server CPU-second, "
                 f"{r.target} / oidc-provider: {ratio:.2f}"
+            )
+        bearer = next(
+            (b for b in results if (b.target, b.alg, b.scenario) == (r.target, r.alg, "basic")),
+            None,
+        )
+        if r.scenario == "dpop" and bearer and bearer.figures["per_cpu_s"]:
+            share = r.figures["per_cpu_s"] / bearer.figures["per_cpu_s"]
+            print(
+                f"ratio {r.alg} {r.target}: DPoP-bound / bearer tokens per server CPU-second: "
+                f"{share:.2f}"
             )
     if env("BENCH_LISTING", "1") == "1":
         from bench.listing import measure_listing
