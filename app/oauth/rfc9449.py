@@ -44,7 +44,7 @@ from jwt.algorithms import get_default_algorithms
 
 from app.clients.records import ClientRecord
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest, PlainResponse
-from app.protocol import DPOP_SIGNING_ALGS
+from app.protocol import DPOP_SIGNING_ALGS, FAPI2, FAPI2_SIGNING_ALGS
 from app.runtime import runtime
 from app.signing.keys import jwk_thumbprint
 from app.state.jti import from_timestamp
@@ -304,6 +304,7 @@ class Proof:
     thumbprint: str
     jti: str
     iat: float
+    alg: str
 
     def replay_entry(self) -> tuple[str, datetime]:
         """RFC 9449 §11.1: the jti, per key, until no clock would accept the proof again."""
@@ -385,7 +386,7 @@ def verify_proof(
             raise ProofError("The DPoP proof's ath does not match the access token.")
     if nonces is not None and not nonces.accepts(claims.get("nonce"), now):
         raise NonceRequired("A current DPoP nonce is required.")
-    return Proof(thumbprint, jti, float(iat))  # type: ignore[arg-type]
+    return Proof(thumbprint, jti, float(iat), alg)  # type: ignore[arg-type]
 
 
 # --- the server's verifier -----------------------------------------------------------
@@ -519,6 +520,9 @@ def bind_token_request(request: FormRequest) -> None:
         if dpop_required(request.client, request.audiences):
             raise InvalidDpopProofError("A DPoP proof is required for this client or resource.")
         return
+    if request.client.security_profile == FAPI2 and proof.alg not in FAPI2_SIGNING_ALGS:
+        # FAPI 2.0 Security Profile §5.4.1: PS256, ES256 or EdDSA only.
+        raise InvalidDpopProofError("The client's FAPI 2.0 profile does not allow this alg.")
     if not state.consumed:
         state.fresh = runtime().jti.use_once(*proof.replay_entry())
         state.consumed = True

@@ -467,3 +467,27 @@ def test_fast_path_nonces_match_flask(make_app, factory, key, monkeypatch):
         assert b"use_dpop_nonce" in answer.body
         assert header(answer, "DPoP-Nonce")
     assert [n for n, _ in fast.headers] == [n for n, _ in slow.headers]
+
+
+# --- a FAPI 2.0 client (docs/api.md §2.1) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alg", "allowed"), [("ES256", True), ("EdDSA", True), ("RS256", False), ("ES384", False)]
+)
+def test_a_fapi2_client_gets_dpop_tokens_from_profile_algorithms_only(
+    client, factory, alg, allowed
+):
+    from tests.oauth.assertions import ISSUER
+
+    cid, _ = factory.client("acme", scopes=["read"], audiences=[AUDIENCE], security_profile="fapi2")
+    pair = make_key("ES256")
+    register_key(client, factory.admin_headers("acme"), cid, pair)
+    response = assertion_token(
+        client, cid, pair, proof(make_dpop_key(alg)), sign(pair, claims_for(cid, aud=ISSUER))
+    )
+    if allowed:
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["token_type"] == "DPoP"
+    else:
+        assert_invalid_proof(response)
