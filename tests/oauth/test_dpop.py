@@ -491,3 +491,36 @@ def test_a_fapi2_client_gets_dpop_tokens_from_profile_algorithms_only(
         assert response.get_json()["token_type"] == "DPoP"
     else:
         assert_invalid_proof(response)
+
+
+def test_a_certificate_and_a_proof_bind_the_token_to_both(make_app, factory, key):
+    """RFC 8705 §3.1 and RFC 9449 §6.1 side by side: `cnf` names both, and needs both."""
+    from tests.mtls import PROXY, make_cert
+
+    client = make_app(TRUSTED_PROXIES="10.0.0.0/8").test_client()
+    cid, secret = factory.admin("acme")
+    cert = make_cert()
+    response = client.post(
+        "/oauth2/token",
+        data=GRANT,
+        headers={**basic_auth(cid, secret), "Client-Cert": cert.rfc9440(), "DPoP": proof(key)},
+        environ_base=PROXY,
+    )
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["token_type"] == "DPoP"
+    assert set(claims_of(body)["cnf"]) == {"jkt", "x5t#S256"}
+    token = body["access_token"]
+    from tests.oauth.dpop import api_url
+
+    def call(with_cert: bool):
+        headers = {
+            "Authorization": f"DPoP {token}",
+            "DPoP": proof(key, htm="GET", htu=api_url("/api/v1/clients"), access_token=token),
+        }
+        if with_cert:
+            headers["Client-Cert"] = cert.rfc9440()
+        return client.get("/api/v1/clients", headers=headers, environ_base=PROXY)
+
+    assert call(with_cert=True).status_code == 200
+    assert call(with_cert=False).status_code == 401

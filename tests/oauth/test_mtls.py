@@ -350,7 +350,9 @@ def test_management_api_needs_the_bound_certificate(client, factory):
     ]:
         response = client.get("/api/v1/clients", headers=headers, environ_base=environ)
         assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        assert response.headers["WWW-Authenticate"] == (
+            'Bearer error="invalid_token", DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+        )
         assert response.get_json()["code"] == "invalid_token"
 
 
