@@ -1,4 +1,6 @@
-"""Example resource server (Flask) that accepts DPoP-bound access tokens (RFC 9449 §7).
+"""Example resource server (Flask) that accepts sender-constrained access tokens.
+
+DPoP-bound tokens (RFC 9449 §7) and certificate-bound ones (RFC 8705 §3).
 
 A request carries `Authorization: DPoP <token>` and a `DPoP` proof. The
 token is verified as RFC 9068 §4 asks (as in resource_server_flask.py); the
@@ -7,7 +9,11 @@ a public `jwk` whose RFC 7638 thumbprint is the token's `cnf.jkt`, the
 signature, `htm` and `htu` naming this request, `iat` within 60 s, `ath`
 the hash of the token, and a `jti` never seen before. Bearer tokens are
 accepted too, unless they carry a `cnf.jkt` (a DPoP-bound token is never a
-bearer token). Run it:
+bearer token). A token with `cnf.x5t#S256` is accepted only when the
+TLS-terminating proxy in front of this API forwards the client's certificate
+in the RFC 9440 `Client-Cert` header and its SHA-256 is that value (the
+proxy must overwrite any `Client-Cert` a client sends, as
+docs/deployment.md shows for nginx). Run it:
 
     ISSUER=http://localhost:5000 AUDIENCE=https://api.example.com \\
         PUBLIC_URL=http://localhost:8000 flask --app examples/resource_server_dpop run --port 8000
@@ -110,6 +116,17 @@ def check_proof(proof: str, token: str, jkt: str, method: str, url: str, seen: R
         raise ProofError("proof replayed")
 
 
+def certificate_thumbprint(header: str | None) -> str | None:
+    """RFC 8705 §3.1 `x5t#S256` of the RFC 9440 `Client-Cert` header (`:base64 DER:`)."""
+    if not header or len(header) < 3 or not (header.startswith(":") and header.endswith(":")):
+        return None
+    try:
+        der = base64.b64decode(header[1:-1], validate=True)
+    except ValueError:
+        return None
+    return b64url(hashlib.sha256(der).digest())
+
+
 def _refuse(scheme: str, error: str, description: str, status: int = 401):
     response = jsonify({"error": error, "error_description": description})
     response.status_code = status
@@ -162,6 +179,11 @@ def require_scope(scope: str):
                     )
                 except ProofError as exc:
                     return _refuse("dpop", "invalid_dpop_proof", str(exc))
+            x5t = cnf.get("x5t#S256")
+            if x5t is not None:
+                presented = certificate_thumbprint(request.headers.get("Client-Cert"))
+                if presented is None or not hmac.compare_digest(presented, str(x5t)):
+                    return _refuse(scheme, "invalid_token", "Present the token's certificate.")
             if scope not in str(claims.get("scope", "")).split():
                 return _refuse(scheme, "insufficient_scope", f"Needs scope {scope}.", 403)
             g.claims = claims
@@ -190,8 +212,8 @@ def create_app(
     @require_scope("read")
     def hello():
         """A protected resource."""
-        bound = "cnf" in g.claims
-        return jsonify({"hello": g.claims["sub"], "dpop": bound})
+        cnf = g.claims.get("cnf") or {}
+        return jsonify({"hello": g.claims["sub"], "dpop": "jkt" in cnf, "bound_by": sorted(cnf)})
 
     return app
 

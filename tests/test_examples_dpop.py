@@ -10,12 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from cryptography.x509.oid import NameOID
 from requests_oauth2client import DPoPKey
 from requests_oauth2client.dpop import add_dpop_proof
 
 from examples import resource_server_dpop
 from examples.client_dpop import call_api, dpop_client
 from tests.conftest import free_port, serve_wsgi
+from tests.mtls import make_cert
+from tests.mtls import name as dn_name
 
 AUDIENCE = "https://api.example.com"
 
@@ -27,7 +30,9 @@ def port() -> int:
 
 @pytest.fixture
 def app_config(base_config, migrated, port) -> dict:
-    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
+    # The test is the TLS proxy for the certificate-bound case: it talks to
+    # both servers from loopback, which they then trust for Client-Cert.
+    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}", "TRUSTED_PROXIES": "127.0.0.1/32"}
 
 
 @pytest.fixture
@@ -51,7 +56,7 @@ def test_the_example_client_calls_the_example_api_with_a_dpop_token(issuer, api,
     oauth2 = dpop_client(issuer, *reader, testing=True)
     answer = call_api(oauth2, f"{api}/hello", resource=AUDIENCE)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"hello": reader[0], "dpop": True}
+    assert answer.json() == {"hello": reader[0], "dpop": True, "bound_by": ["jkt"]}
 
 
 def test_the_example_api_refuses_what_rfc_9449_refuses(issuer, api, reader):
@@ -94,3 +99,30 @@ def test_the_example_api_refuses_what_rfc_9449_refuses(issuer, api, reader):
     ).json()["access_token"]
     ok = requests.get(url, headers={"Authorization": f"Bearer {plain}"}, timeout=10)
     assert ok.status_code == 200 and ok.json()["dpop"] is False
+
+
+def test_the_example_api_wants_the_certificate_a_token_is_bound_to(issuer, api, factory):
+    """RFC 8705 §3: the proxy forwards the client's certificate (RFC 9440
+    Client-Cert) to both servers; the API accepts the token with that
+    certificate only."""
+    dn = "CN=billing,O=Acme"
+    cid, _ = factory.client(scopes=["read"], audiences=[AUDIENCE], tls_client_auth_subject_dn=dn)
+    cert = make_cert(dn_name((NameOID.ORGANIZATION_NAME, "Acme"), (NameOID.COMMON_NAME, "billing")))
+    response = requests.post(
+        f"{issuer}/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": cid, "resource": AUDIENCE},
+        headers={"Client-Cert": cert.rfc9440()},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    url = f"{api}/hello"
+    auth = {"Authorization": f"Bearer {token}"}
+    ok = requests.get(url, headers={**auth, "Client-Cert": cert.rfc9440()}, timeout=10)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["bound_by"] == ["x5t#S256"]
+    other = make_cert(dn_name((NameOID.COMMON_NAME, "someone else")))
+    for headers in ({}, {"Client-Cert": other.rfc9440()}, {"Client-Cert": ":bm90IGRlcg==:"}):
+        refused = requests.get(url, headers={**auth, **headers}, timeout=10)
+        assert refused.status_code == 401, headers
+        assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
