@@ -279,6 +279,17 @@ def _check_audiences_become_resource_servers(url: str, tmp_path: Path) -> None:
                 "https://a.example": ("acme", False, [], None),
                 "https://both.example": ("system", True, [], None),
             }
+            # Revisions 0005 and 0007 give the existing clients no cut-off, no
+            # binding requirement, no certificate rule and no profile.
+            later = db.session.execute(
+                sa.text(
+                    "SELECT tokens_valid_after, dpop_bound_access_tokens, "
+                    "tls_client_certificate_bound_access_tokens, tls_client_auth_subject_dn, "
+                    "tls_client_auth_san_dns, security_profile FROM clients"
+                )
+            ).all()
+            assert len(later) == 6
+            assert {tuple(row) for row in later} == {(None, False, False, None, None, None)}
             db.session.remove()
 
             # Every client gets the token it got before: its first audience (or
