@@ -79,7 +79,9 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     with app.app_context():
         engine = db.engine
     redis_client = connect_redis(settings.redis_url)
-    executor = executor_for(engine, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    executor = executor_for(
+        engine, app.config["SQLALCHEMY_ENGINE_OPTIONS"], settings.db_async_commit
+    )
     runtime = Runtime(
         clients=ClientStore(settings.client_cache_ttl, loader_for(executor, engine)),
         resource_servers=ResourceServerStore(settings.client_cache_ttl, executor, engine),

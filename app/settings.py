@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     # Keep each process's copy of the blocks current by LISTEN/NOTIFY or Redis
     # pub/sub (app/state/failure_feed.py) instead of reading counters per request.
     auth_failure_feed: bool = True
+    # PostgreSQL: the token path's autocommit connections (replay cache, failure
+    # counters) commit without waiting for the WAL flush (app/state/autocommit.py);
+    # 0 where a pooler refuses the `options` startup parameter.
+    db_async_commit: bool = True
     # Comma-separated addresses or CIDRs (or a list of them) of reverse proxies
     # whose X-Forwarded-For is believed (app/http/client_address.py); empty:
     # the header is ignored.
@@ -200,7 +204,7 @@ class Settings(BaseSettings):
     def _pool_size(cls, value: Any, info: ValidationInfo) -> Any:
         return value if value is not None else info.data.get("threads", 4) + 1
 
-    @field_validator("auth_failure_feed", mode="before")
+    @field_validator("auth_failure_feed", "db_async_commit", mode="before")
     @classmethod
     def _feed_switch(cls, value: Any) -> Any:
         # The variable is a number: 0 turns the feed off, any other on.

@@ -16,6 +16,16 @@ with 503.
 PostgreSQL only: `create_app` makes one executor when the database is
 PostgreSQL (`executor_for`), and the stores in app/state and
 app/clients/records.py take their PostgreSQL backend when there is one.
+
+Its connections commit without waiting for the WAL flush
+(`synchronous_commit = off`, unless `DB_ASYNC_COMMIT=0`): the writes made
+here are replay-cache entries and failure counters, which every other
+session sees at commit all the same; what a PostgreSQL crash can lose is the
+last fraction of a second of them (at most three `wal_writer_delay`s), the
+durability Redis gives by default. A replay-cache insert then costs
+PostgreSQL about half the CPU (docs/performance.md). Writes that must
+survive a crash once acknowledged (a revocation, a token cut-off) go
+through the app's engine instead.
 """
 
 from __future__ import annotations
@@ -30,8 +40,19 @@ class AutocommitExecutor:
     """A pool of autocommit driver connections beside the app's engine."""
 
     def __init__(
-        self, engine: sa.Engine, pool_size: int, max_overflow: int, pool_timeout: float
+        self,
+        engine: sa.Engine,
+        pool_size: int,
+        max_overflow: int,
+        pool_timeout: float,
+        async_commit: bool = True,
     ) -> None:
+        connect_args: dict[str, Any] = {"connect_timeout": 5}
+        if async_commit:
+            # A startup parameter, not a SET: it holds for these connections
+            # alone, even through a pooler that hands server connections on.
+            connect_args["options"] = "-c synchronous_commit=off"
+        self.async_commit = async_commit
         self.engine = sa.create_engine(
             engine.url,
             isolation_level="AUTOCOMMIT",
@@ -40,7 +61,7 @@ class AutocommitExecutor:
             pool_timeout=pool_timeout,
             pool_reset_on_return=None,  # autocommit: no transaction to end
             hide_parameters=True,
-            connect_args={"connect_timeout": 5},
+            connect_args=connect_args,
         )
         # Tests and forks dispose the app's engine; this one goes with it.
         sa.event.listen(engine, "engine_disposed", lambda _engine: self.engine.dispose())
@@ -94,7 +115,9 @@ class AutocommitExecutor:
         return self.engine.dialect.is_disconnect(error, conn.dbapi_connection, None)
 
 
-def executor_for(engine: sa.Engine, options: Mapping[str, Any]) -> AutocommitExecutor | None:
+def executor_for(
+    engine: sa.Engine, options: Mapping[str, Any], async_commit: bool = True
+) -> AutocommitExecutor | None:
     """An executor beside `engine` when it is PostgreSQL, else None.
 
     Sized like the app's pool (`options`: its SQLALCHEMY_ENGINE_OPTIONS),
@@ -108,4 +131,5 @@ def executor_for(engine: sa.Engine, options: Mapping[str, Any]) -> AutocommitExe
         size,
         int(options.get("max_overflow", size)),
         float(options.get("pool_timeout", 5)),
+        async_commit,
     )

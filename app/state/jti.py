@@ -18,6 +18,8 @@ could still be accepted, so neither grows without bound:
 - `RedisJtiStore` with REDIS_URL: keys with a TTL;
 - `PostgresJtiStore` on PostgreSQL: rows of `revoked_tokens` and
   `used_assertions`, one autocommit statement per call (app/state/autocommit.py);
+  revocations and cut-offs are committed durably through the app's engine,
+  replay-cache entries on the executor's asynchronous commits;
 - `SqlJtiStore` elsewhere (SQLite): the same rows through SQLAlchemy Core.
 
 The two database backends delete expired rows now and then. Nothing is held
@@ -126,7 +128,7 @@ def store_for(
     if redis_client is not None:
         return RedisJtiStore(redis_client)
     if executor is not None:
-        return PostgresJtiStore(executor)
+        return PostgresJtiStore(executor, engine)
     return SqlJtiStore(engine)
 
 
@@ -294,22 +296,31 @@ SELECT (SELECT count(*) FROM revoked) + (SELECT count(*) FROM used)
 
 
 class PostgresJtiStore(_DatabaseJtiStore):
-    """Rows in PostgreSQL, one autocommit statement per call."""
+    """Rows in PostgreSQL, one autocommit statement per call.
 
-    def __init__(self, executor: AutocommitExecutor) -> None:
+    Reads and replay-cache inserts run on the executor. A revocation and a
+    cut-off are answered as done, so they are committed through `engine`,
+    which waits for the WAL flush: the executor's asynchronous commit could
+    lose them to a crash (app/state/autocommit.py).
+    """
+
+    def __init__(self, executor: AutocommitExecutor, engine: sa.Engine) -> None:
         super().__init__()
         self.executor = executor
+        self.engine = engine
+
+    def _durable(self, query: str, params: tuple) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(query, params)
 
     def revoke(self, jti: str, client_id: str, expires_at: datetime) -> None:
         if expires_at <= utcnow():
             return
-        self.executor.execute(_PG_REVOKE, (jti, client_id, expires_at))
+        self._durable(_PG_REVOKE, (jti, client_id, expires_at))
         self._maybe_purge()
 
     def cut_off(self, client_id: str, not_before: int, expires_at: datetime) -> None:
-        self.executor.execute(
-            _PG_CUT_OFF, (CUTOFF_JTI + client_id, client_id, expires_at, not_before)
-        )
+        self._durable(_PG_CUT_OFF, (CUTOFF_JTI + client_id, client_id, expires_at, not_before))
 
     def is_revoked(
         self, jti: str, client_id: str | None = None, issued_ms: int | None = None

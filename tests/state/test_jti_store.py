@@ -36,7 +36,7 @@ def store(backend) -> jti.JtiStore:
     if backend.name == "redis":
         return jti.RedisJtiStore(backend.redis)
     if backend.name == "postgres":
-        return jti.PostgresJtiStore(backend.executor)
+        return jti.PostgresJtiStore(backend.executor, backend.engine)
     return jti.SqlJtiStore(backend.engine)
 
 

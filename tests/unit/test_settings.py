@@ -48,6 +48,7 @@ DEFAULTS = {
     "AUTH_FAILURE_LIMIT_CLIENT_TOTAL": 1000,
     "AUTH_FAILURE_WINDOW": 60,
     "AUTH_FAILURE_FEED": True,
+    "DB_ASYNC_COMMIT": True,
     "TRUSTED_PROXIES": "",
     "CLIENT_CERT_FORMAT": "rfc9440",
     "CLIENT_CERT_VERIFY_HEADER": "",
@@ -129,6 +130,12 @@ def test_empty_variable_counts_as_unset(monkeypatch):
 def test_failure_feed_switch_is_a_number(monkeypatch, value, on):
     monkeypatch.setenv("AUTH_FAILURE_FEED", value)
     assert build_settings().auth_failure_feed is on
+
+
+@pytest.mark.parametrize(("value", "on"), [("0", False), ("1", True)])
+def test_async_commit_switch_is_a_number(monkeypatch, value, on):
+    monkeypatch.setenv("DB_ASYNC_COMMIT", value)
+    assert build_settings().db_async_commit is on
 
 
 def test_overrides_beat_the_environment(monkeypatch):
