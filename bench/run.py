@@ -14,9 +14,14 @@ Environment (all optional):
   BENCH_CONNECTIONS=64  wrk connections
   BENCH_CLIENTS=1000  seeded clients in the database (e.g. 1000000)
   BENCH_ALGS="ES256 RS256"
-  BENCH_SCENARIOS="basic many jwt introspect dpop"
-                      (dpop: client_secret_basic plus a fresh ES256 DPoP proof per
-                      request; the peer runs basic and dpop)
+  BENCH_SCENARIOS="basic jwt dpop introspect many"
+                      (the shared harness's scenarios basic, pkjwt (here `jwt`), dpop
+                      and introspect, which the peer runs too; `many`: ours only.
+                      dpop: client_secret_basic plus a fresh ES256 DPoP proof per
+                      request; introspect: the peer introspects an opaque token
+                      held in memory, we a JWT checked against the deny-list)
+  BENCH_ROUNDS=3      rounds per scenario: ours and the peer alternate, both up,
+                      and the table gives each figure's median
   BENCH_MANY_CLIENTS=20000  clients "many" cycles through (at most BENCH_CLIENTS)
   BENCH_SERVERS=granian  any of: granian gunicorn-sync gunicorn-gthread
   BENCH_WORKERS=1     server worker processes
@@ -25,7 +30,10 @@ Environment (all optional):
   BENCH_LOADGEN_CPUS=1  taskset list for wrk ("" = unpinned)
   BENCH_PEER=1        also run the oidc-provider peer (BENCH_PEERS_DIR) (0 to skip)
   BENCH_PEERS_DIR     where the peer harness lives
-  BENCH_REDIS_URL     REDIS_URL for the server (default: none)
+  BENCH_REDIS_URL     REDIS_URL for the server (default: none). The CPU of the
+                      bench database's PostgreSQL processes (its backends and the
+                      shared writer processes) and, with Redis, of redis-server
+                      is counted as the server side's: "per CPU-s" divides by both
   BENCH_PROFILE=0     1: py-spy the workers during one extra basic run, print top frames
   BENCH_LISTING=1     time GET /api/v1/clients page 1 and page 5,000 (or the last)
   BENCH_PORT=8790
@@ -46,6 +54,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,7 +91,10 @@ DURATION = max(1, min(120, int(env("BENCH_DURATION", "10"))))
 CONNECTIONS = int(env("BENCH_CONNECTIONS", "64"))
 CLIENTS = int(env("BENCH_CLIENTS", "1000"))
 ALGS = env("BENCH_ALGS", "ES256 RS256").split()
-SCENARIOS = env("BENCH_SCENARIOS", "basic many jwt introspect dpop").split()
+SCENARIOS = env("BENCH_SCENARIOS", "basic jwt dpop introspect many").split()
+ROUNDS = max(1, int(env("BENCH_ROUNDS", "3")))
+# The scenarios the peer runs too (the shared harness's four).
+PEER_SCENARIOS = ("basic", "jwt", "dpop", "introspect")
 SERVERS = env("BENCH_SERVERS", "granian").split()
 WORKERS = int(env("BENCH_WORKERS", "1"))
 THREADS = int(env("BENCH_THREADS", "4"))
@@ -156,6 +168,61 @@ def machine_busy_seconds() -> float:
         parts = handle.readline().split()
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, parts[1:9])
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def _own_cpu(pid: int) -> float:
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0
+
+
+class StoreMeter:
+    """CPU of the shared store during a run: what the server side costs beyond its own processes.
+
+    PostgreSQL: the backends connected to the bench database and the
+    cluster's own processes (WAL writer, checkpointer, background writer,
+    autovacuum), never another database's backends. Redis: redis-server.
+    A backend that exits during the run takes its CPU with it; the server
+    keeps its pools' connections, so none does.
+    """
+
+    def __init__(self, database: str, redis: bool) -> None:
+        self.database = database
+        self.redis = redis
+        self.before: dict[int, float] = {}
+
+    def pids(self) -> list[int]:
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            cmd = _cmdline(int(entry))
+            if cmd.startswith("postgres: "):
+                # Client backends name their database and peer: "db 127.0.0.1(port)".
+                backend = "(" in cmd or "[local]" in cmd
+                if not backend or f" {self.database} " in cmd:
+                    out.append(int(entry))
+            elif self.redis and cmd.startswith("redis-server"):
+                out.append(int(entry))
+        return out
+
+    def start(self) -> None:
+        self.before = {pid: _own_cpu(pid) for pid in self.pids()}
+
+    def stop(self) -> float:
+        spent = {pid: _own_cpu(pid) - self.before.get(pid, 0.0) for pid in self.pids()}
+        if os.environ.get("BENCH_DEBUG"):
+            for pid, seconds in sorted(spent.items(), key=lambda item: -item[1])[:8]:
+                log(f"store CPU {seconds:.2f} s: {_cmdline(pid)[:90]}")
+        return sum(spent.values())
 
 
 class RssSampler(threading.Thread):
@@ -355,7 +422,9 @@ def reset_signing_keys(alg: str, keys_dir: str) -> None:
     flask_cmd(["keys", "init"], alg, keys_dir)
 
 
-def make_assertions(key_path: Path, count: int, audience: str, path: Path) -> None:
+def make_assertions(
+    key_path: Path, count: int, audience: str, path: Path, kid: str | None = "bench-key-1"
+) -> None:
     """Pre-sign `count` private_key_jwt assertions, each with its own jti (RFC 7523 §3)."""
     import secrets
 
@@ -364,7 +433,7 @@ def make_assertions(key_path: Path, count: int, audience: str, path: Path) -> No
 
     key = serialization.load_pem_private_key(key_path.read_bytes(), None)
     now = int(time.time())
-    header = {"kid": "bench-key-1", "typ": "JWT"}
+    header = {"typ": "JWT"} | ({"kid": kid} if kid else {})
     with path.open("w") as out:
         for _ in range(count):
             claims = {
@@ -404,7 +473,9 @@ def make_dpop_proofs(count: int, htu: str, path: Path) -> None:
             out.write("\n")
 
 
-def measure_dpop(pid: int, token_url: str, basic_file: Path, work: Path) -> dict:
+def measure_dpop(
+    pid: int, token_url: str, basic_file: Path, work: Path, store: StoreMeter | None = None
+) -> dict:
     """The dpop scenario against one server: proofs for its token endpoint, made just before."""
     warm, main = work / "dpop-warm.txt", work / "dpop-main.txt"
     make_dpop_proofs(WARMUP * 2000, token_url, warm)
@@ -415,6 +486,7 @@ def measure_dpop(pid: int, token_url: str, basic_file: Path, work: Path) -> dict
         "token_dpop.lua",
         [str(basic_file), str(main), "1"],
         [str(basic_file), str(warm), "1"],
+        store,
     )
 
 
@@ -523,23 +595,41 @@ def run_wrk(url: str, script: str, args: list[str], seconds: int, conns: int) ->
     return figures
 
 
-def measure(server_pid: int, url: str, script: str, args: list[str], warm_args=None) -> dict:
-    """Warm up briefly (unmeasured), then one measured wrk run with CPU and RSS sampling."""
+def measure(
+    server_pid: int,
+    url: str,
+    script: str,
+    args: list[str],
+    warm_args=None,
+    store: StoreMeter | None = None,
+) -> dict:
+    """Warm up briefly (unmeasured), then one measured wrk run with CPU and RSS sampling.
+
+    `per_cpu_s` divides the good responses by the server's CPU plus the
+    store's (`store`: PostgreSQL and Redis, for our server; the peer keeps
+    its state in its own process).
+    """
     run_wrk(url, script, warm_args or args, WARMUP, 2)
     time.sleep(0.5)
     sampler = RssSampler(server_pid)
     sampler.start()
+    if store:
+        store.start()
     cpu0, busy0, t0 = cpu_seconds(server_pid), machine_busy_seconds(), time.monotonic()
     figures = run_wrk(url, script, args, DURATION, CONNECTIONS)
     cpu1, busy1, t1 = cpu_seconds(server_pid), machine_busy_seconds(), time.monotonic()
+    store_cpu = store.stop() if store else 0.0
     sampler.stop()
     wall = t1 - t0
     server_cpu = cpu1 - cpu0
+    side_cpu = server_cpu + store_cpu
     figures.update(
         server_cpu_s=server_cpu,
         server_cores=server_cpu / wall,
-        per_cpu_s=figures["good"] / server_cpu if server_cpu else 0.0,
-        foreign_cores=max(0.0, (busy1 - busy0 - server_cpu - figures["loadgen_cpu_s"]) / wall),
+        store_cores=store_cpu / wall,
+        per_server_cpu_s=figures["good"] / server_cpu if server_cpu else 0.0,
+        per_cpu_s=figures["good"] / side_cpu if side_cpu else 0.0,
+        foreign_cores=max(0.0, (busy1 - busy0 - side_cpu - figures["loadgen_cpu_s"]) / wall),
         worker_rss_peak_mib=sampler.worker_peak(),
         rss_by_pid={p: round(v, 1) for p, v in sampler.peak.items()},
     )
@@ -552,10 +642,10 @@ def basic_header(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(raw).decode()
 
 
-def get_token(base: str) -> str:
+def get_token(token_url: str, body: str = "grant_type=client_credentials&scope=read") -> str:
     request = urllib.request.Request(
-        f"{base}/oauth2/token",
-        data=b"grant_type=client_credentials&scope=read",
+        token_url,
+        data=body.encode(),
         headers={
             "Authorization": basic_header(BASIC_ID, BASIC_SECRET),
             "Content-Type": "application/x-www-form-urlencoded",
@@ -565,91 +655,169 @@ def get_token(base: str) -> str:
         return json.load(response)["access_token"]
 
 
-def bench_ours(kind: str, alg: str, work: Path, key_path: Path) -> list[Result]:
+@dataclass
+class Target:
+    """A server up for the whole of one algorithm's rounds: ours or the peer."""
+
+    name: str
+    pid: int
+    base: str
+    token_path: str
+    introspect_path: str
+    store: StoreMeter | None
+    # private_key_jwt: the client's private key and the kid its assertions name.
+    jwt_key: Path
+    jwt_kid: str | None
+    # What `introspect` asks about: the peer can only introspect an opaque token.
+    introspect_token_body: str
+
+    @property
+    def token_url(self) -> str:
+        return self.base + self.token_path
+
+
+def run_scenario(target: Target, scenario: str, work: Path) -> dict:
+    basic_file = work / "basic.txt"
+    basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
+    pid, url, store = target.pid, target.token_url, target.store
+    if scenario == "basic":
+        return measure(pid, url, "token_basic.lua", [str(basic_file)], store=store)
+    if scenario == "many":
+        from bench.seed import seed_client_id, seed_secret
+
+        many = work / "many.txt"
+        count = min(CLIENTS, MANY_CLIENTS)
+        step = max(1, CLIENTS // count)
+        many.write_text(
+            "".join(
+                basic_header(seed_client_id(i), seed_secret(i)) + "\n"
+                for i in range(0, count * step, step)
+            )
+        )
+        return measure(pid, url, "token_basic.lua", [str(many)], store=store)
+    if scenario == "jwt":
+        warm, main = work / "assert-warm.txt", work / "assert-main.txt"
+        make_assertions(target.jwt_key, WARMUP * 2000, url, warm, target.jwt_kid)
+        make_assertions(target.jwt_key, max(20_000, DURATION * 5000), url, main, target.jwt_kid)
+        return measure(pid, url, "token_jwt.lua", [str(main), "1"], [str(warm), "1"], store)
+    if scenario == "dpop":
+        return measure_dpop(pid, url, basic_file, work, store)
+    if scenario == "introspect":
+        token = get_token(target.token_url, target.introspect_token_body)
+        return measure(
+            pid,
+            target.base + target.introspect_path,
+            "introspect.lua",
+            [str(basic_file), token],
+            store=store,
+        )
+    raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+def start_ours(kind: str, alg: str, work: Path, key_path: Path) -> tuple[Target, subprocess.Popen]:
     keys_dir = str(work / f"keys-{alg}")
     reset_signing_keys(alg, keys_dir)
     proc = start_server(kind, alg, keys_dir)
-    base = f"http://127.0.0.1:{PORT}"
-    token_url = f"{base}/oauth2/token"
-    target = f"{kind} w{WORKERS}" + ("" if kind == "gunicorn-sync" else f"t{THREADS}")
-    results = []
-    try:
-        basic_file = work / "basic.txt"
-        basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
-        for scenario in SCENARIOS:
-            if scenario == "basic":
-                figures = measure(proc.pid, token_url, "token_basic.lua", [str(basic_file)])
-            elif scenario == "many":
-                from bench.seed import seed_client_id, seed_secret
-
-                many = work / "many.txt"
-                count = min(CLIENTS, MANY_CLIENTS)
-                step = max(1, CLIENTS // count)
-                many.write_text(
-                    "".join(
-                        basic_header(seed_client_id(i), seed_secret(i)) + "\n"
-                        for i in range(0, count * step, step)
-                    )
-                )
-                figures = measure(proc.pid, token_url, "token_basic.lua", [str(many)])
-            elif scenario == "jwt":
-                warm, main = work / "assert-warm.txt", work / "assert-main.txt"
-                make_assertions(key_path, WARMUP * 2000, token_url, warm)
-                make_assertions(key_path, max(20_000, DURATION * 5000), token_url, main)
-                figures = measure(
-                    proc.pid, token_url, "token_jwt.lua", [str(main), "1"], [str(warm), "1"]
-                )
-            elif scenario == "dpop":
-                figures = measure_dpop(proc.pid, token_url, basic_file, work)
-            elif scenario == "introspect":
-                token = get_token(base)
-                figures = measure(
-                    proc.pid,
-                    f"{base}/oauth2/introspect",
-                    "introspect.lua",
-                    [str(basic_file), token],
-                )
-            else:
-                raise SystemExit(f"unknown scenario {scenario!r}")
-            result = Result(target, alg, scenario, figures)
-            results.append(result)
-            log(line_for(result))
-    finally:
-        stop_process(proc)
-    return results
+    name = f"{kind} w{WORKERS}" + ("" if kind == "gunicorn-sync" else f"t{THREADS}")
+    database = DATABASE_URL.rsplit("/", 1)[-1].split("?")[0]
+    target = Target(
+        name=name,
+        pid=proc.pid,
+        base=f"http://127.0.0.1:{PORT}",
+        token_path="/oauth2/token",
+        introspect_path="/oauth2/introspect",
+        store=StoreMeter(database, bool(os.environ.get("BENCH_REDIS_URL"))),
+        jwt_key=key_path,
+        jwt_kid="bench-key-1",
+        introspect_token_body="grant_type=client_credentials&scope=read",
+    )
+    return target, proc
 
 
-def bench_peer(alg: str, work: Path) -> list[Result]:
+def start_peer(alg: str) -> tuple[Target, Path] | None:
     start = PEERS_DIR / "oidc-provider" / "start.sh"
     if not start.exists():
         log(f"peer harness not found at {PEERS_DIR}; skipping the peer")
-        return []
+        return None
     peer_env = dict(os.environ, ALG=alg, CPUS=SERVER_CPUS)
     started = subprocess.run(
         [str(start)], env=peer_env, capture_output=True, text=True, timeout=600, check=False
     )
     if started.returncode != 0:
         log(f"peer did not start:\n{started.stderr[-1500:]}")
-        return []
+        return None
     pidfile = Path(started.stdout.strip().splitlines()[-1])
-    token_url = "http://127.0.0.1:9400/token"
-    results = []
+    run_dir = pidfile.parent  # PEERS_RUN: the peer's private_key_jwt key pair lives there
+    jwk = json.loads((run_dir / "bench-jwt-client.jwk").read_text())
+    target = Target(
+        name="oidc-provider",
+        pid=int(pidfile.read_text().strip()),
+        base="http://127.0.0.1:9400",
+        token_path="/token",
+        introspect_path="/token/introspection",
+        store=None,
+        jwt_key=run_dir / "bench-jwt-client.pem",
+        jwt_kid=jwk.get("kid"),
+        # oidc-provider introspects opaque tokens only (peers/README.md).
+        introspect_token_body="grant_type=client_credentials&scope=read&resource=urn:bench:opaque",
+    )
+    return target, pidfile
+
+
+def stop_peer(pidfile: Path) -> None:
+    subprocess.run(
+        [str(PEERS_DIR / "stop.sh"), str(pidfile)], capture_output=True, timeout=60, check=False
+    )
+
+
+def median_figures(rounds: list[dict]) -> dict:
+    """Each figure's median over the rounds; error counts summed."""
+    out: dict = {"rounds": len(rounds)}
+    for key, value in rounds[0].items():
+        if not isinstance(value, int | float):
+            continue
+        values = [r[key] for r in rounds if isinstance(r.get(key), int | float)]
+        summed = key in ("non2xx", "socket_errors")
+        out[key] = sum(values) if summed else statistics.median(values)
+    return out
+
+
+def bench_alg(alg: str, work: Path, key_path: Path) -> list[Result]:
+    """Every scenario for one algorithm: ours and the peer alternate, ROUNDS times each."""
+    results: list[Result] = []
+    peer = start_peer(alg) if env("BENCH_PEER", "1") == "1" else None
     try:
-        pid = int(pidfile.read_text().strip())
-        basic_file = work / "basic.txt"
-        basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
-        figures = measure(pid, token_url, "token_basic.lua", [str(basic_file)])
-        results.append(Result("oidc-provider", alg, "basic", figures))
-        log(line_for(results[-1]))
-        if "dpop" in SCENARIOS:
-            # The peer harness runs oidc-provider with DPoP on (no nonces).
-            figures = measure_dpop(pid, token_url, basic_file, work)
-            results.append(Result("oidc-provider", alg, "dpop", figures))
-            log(line_for(results[-1]))
+        for kind in SERVERS:
+            ours, proc = start_ours(kind, alg, work, key_path)
+            try:
+                for scenario in SCENARIOS:
+                    targets = [ours]
+                    if peer and scenario in PEER_SCENARIOS:
+                        targets.append(peer[0])
+                    rounds: dict[str, list[dict]] = {t.name: [] for t in targets}
+                    for index in range(ROUNDS):
+                        for target in targets:
+                            figures = run_scenario(target, scenario, work)
+                            rounds[target.name].append(figures)
+                            log(
+                                f"round {index + 1}/{ROUNDS} "
+                                + line_for(Result(target.name, alg, scenario, figures))
+                            )
+                    for target in targets:
+                        result = Result(
+                            target.name, alg, scenario, median_figures(rounds[target.name])
+                        )
+                        if target is not ours and any(
+                            r.target == target.name and r.scenario == scenario and r.alg == alg
+                            for r in results
+                        ):
+                            continue  # the peer measured once per algorithm, not per server kind
+                        results.append(result)
+            finally:
+                stop_process(proc)
     finally:
-        subprocess.run(
-            [str(PEERS_DIR / "stop.sh"), str(pidfile)], capture_output=True, timeout=60, check=False
-        )
+        if peer:
+            stop_peer(peer[1])
     return results
 
 
@@ -735,7 +903,9 @@ def profile(kind: str, alg: str, work: Path) -> None:
                 "--output",
                 str(raw),
                 "--nonblocking",
-                "--gil",
+                # Only the threads that hold the GIL, unless BENCH_PROFILE_GIL=0
+                # (then every running thread: also C code that released it).
+                *(["--gil"] if env("BENCH_PROFILE_GIL", "1") == "1" else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -754,7 +924,7 @@ def profile(kind: str, alg: str, work: Path) -> None:
     print_profile(raw)
 
 
-def print_profile(raw: Path, top: int = 25) -> None:
+def print_profile(raw: Path, top: int = int(env("BENCH_PROFILE_TOP", "25"))) -> None:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -789,19 +959,48 @@ def print_profile(raw: Path, top: int = 25) -> None:
 def line_for(r: Result) -> str:
     f = r.figures
     return (
-        f"| {r.target} | {r.alg} | {r.scenario} | {CLIENTS:,} | {CONNECTIONS} | "
-        f"{f['good_per_s']:,.0f} | {f['per_cpu_s']:,.0f} | {f['server_cores']:.2f} | "
-        f"{f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {int(f['non2xx'])} | "
+        f"| {r.target} | {r.alg} | {r.scenario} | {f['good_per_s']:,.0f} | "
+        f"{f['per_cpu_s']:,.0f} | {f['per_server_cpu_s']:,.0f} | {f['server_cores']:.2f} | "
+        f"{f['store_cores']:.2f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {int(f['non2xx'])} | "
         f"{int(f['socket_errors'])} | {f['worker_rss_peak_mib']:.0f} | {f['foreign_cores']:.2f} |"
     )
 
 
 HEADER = (
-    "| server | alg | scenario | clients | conns | ok/s | ok per server CPU-s | server cores "
-    "| p50 ms | p99 ms | non-2xx | sock err | peak RSS/worker MiB | foreign cores |\n"
+    "| server | alg | scenario | ok/s | ok per CPU-s (server + store) | ok per server CPU-s "
+    "| server cores | store cores | p50 ms | p99 ms | non-2xx | sock err "
+    "| peak RSS/worker MiB | foreign cores |\n"
     "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
     "| ---: | ---: |"
 )
+
+NAMES = {
+    "basic": "client_secret_basic",
+    "jwt": "private_key_jwt",
+    "dpop": "DPoP-bound (client_secret_basic + proof)",
+    "introspect": "introspection (ours: a JWT; the peer: an opaque token in memory)",
+}
+
+
+def print_ratios(results: list[Result]) -> None:
+    peers = {(r.alg, r.scenario): r for r in results if r.target == "oidc-provider"}
+    for r in results:
+        if r.target == "oidc-provider" or r.scenario not in NAMES:
+            continue
+        peer = peers.get((r.alg, r.scenario))
+        if peer and peer.figures["per_cpu_s"]:
+            ratio = r.figures["per_cpu_s"] / peer.figures["per_cpu_s"]
+            print(
+                f"ratio {r.alg} {NAMES[r.scenario]}, tokens per CPU-second of the server side, "
+                f"{r.target} / oidc-provider: {ratio:.2f}"
+            )
+        bearer = next(
+            (b for b in results if (b.target, b.alg, b.scenario) == (r.target, r.alg, "basic")),
+            None,
+        )
+        if r.scenario != "basic" and bearer and bearer.figures["per_cpu_s"]:
+            share = r.figures["per_cpu_s"] / bearer.figures["per_cpu_s"]
+            print(f"ratio {r.alg} {r.target}: {r.scenario} / our own basic: {share:.2f}")
 
 
 def main() -> None:
@@ -823,43 +1022,20 @@ def run_all(work: Path) -> None:
         soak(SERVERS[0], ALGS[0], work, int(env("BENCH_SOAK_TOKENS", "0")))
         return
     results: list[Result] = []
-    peers: dict[tuple[str, str], Result] = {}
     for alg in ALGS:
-        for kind in SERVERS:
-            results += bench_ours(kind, alg, work, key_path)
-        if env("BENCH_PEER", "1") == "1":
-            for peer in bench_peer(alg, work):
-                peers[(alg, peer.scenario)] = peer
-                results.append(peer)
+        results += bench_alg(alg, work, key_path)
+    store = "PostgreSQL" + (" + Redis" if os.environ.get("BENCH_REDIS_URL") else "")
     print(
-        f"\n## make bench: {DURATION} s per scenario, server CPUs {SERVER_CPUS or 'any'}, "
-        f"wrk CPUs {LOADGEN_CPUS or 'any'}, {time.strftime('%Y-%m-%d %H:%M')}\n"
+        f"\n## make bench: {DURATION} s per scenario, medians of {ROUNDS} alternating rounds, "
+        f"{CONNECTIONS} connections, {CLIENTS:,} clients, {store}, server CPUs "
+        f"{SERVER_CPUS or 'any'}, wrk CPUs {LOADGEN_CPUS or 'any'}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}\n"
     )
     print(HEADER)
     for r in results:
         print(line_for(r))
     print()
-    names = {"basic": "client_secret_basic", "dpop": "DPoP-bound (client_secret_basic + proof)"}
-    for r in results:
-        peer = peers.get((r.alg, r.scenario))
-        if r.target == "oidc-provider" or r.scenario not in names:
-            continue
-        if peer and peer.figures["per_cpu_s"]:
-            ratio = r.figures["per_cpu_s"] / peer.figures["per_cpu_s"]
-            print(
-                f"ratio {r.alg} {names[r.scenario]}, tokens per server CPU-second, "
-                f"{r.target} / oidc-provider: {ratio:.2f}"
-            )
-        bearer = next(
-            (b for b in results if (b.target, b.alg, b.scenario) == (r.target, r.alg, "basic")),
-            None,
-        )
-        if r.scenario == "dpop" and bearer and bearer.figures["per_cpu_s"]:
-            share = r.figures["per_cpu_s"] / bearer.figures["per_cpu_s"]
-            print(
-                f"ratio {r.alg} {r.target}: DPoP-bound / bearer tokens per server CPU-second: "
-                f"{share:.2f}"
-            )
+    print_ratios(results)
     if env("BENCH_LISTING", "1") == "1":
         from bench.listing import measure_listing
 
