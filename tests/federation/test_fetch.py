@@ -139,8 +139,7 @@ def test_only_an_uncompressed_json_body_is_accepted(
 
 def _chunked_forever(conn: socket.socket) -> None:
     conn.sendall(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     chunk = b" " * 16384
     while True:  # until the client hangs up
@@ -365,8 +364,6 @@ def test_https_time_limit_holds_during_the_tls_handshake(ca, raw_server):
     # A TCP server that never speaks TLS: the handshake must end at the deadline.
     server = raw_server(lambda conn: time.sleep(5))
     started = time.monotonic()
-    failure = _failure(
-        f"https://localhost:{server.port}/jwks", _local_tls_policy(ca, timeout=0.5)
-    )
+    failure = _failure(f"https://localhost:{server.port}/jwks", _local_tls_policy(ca, timeout=0.5))
     assert failure.outcome == "timeout"
     assert time.monotonic() - started < 1.5

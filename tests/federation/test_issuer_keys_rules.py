@@ -1,4 +1,4 @@
-"""Unit: Cache-Control bounds and the JWK Set rules of app.federation.issuer_keys (pure functions)."""
+"""Unit: Cache-Control bounds and JWK Set rules of app.federation.issuer_keys (pure functions)."""
 
 from __future__ import annotations
 
