@@ -28,6 +28,7 @@ Exceptions::
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -189,9 +190,9 @@ def public_signing_keys(document: Any) -> list[jwt.PyJWK]:
     return keys
 
 
-def _shown(value: str) -> str:
-    """A value for the log: quoted, escaped, cut short (issuers come from requests too)."""
-    return repr(value[:200])
+def _shown(value: object) -> str:
+    """A value for the log: quoted, escaped, cut short (issuers and kids come from requests)."""
+    return repr(str(value)[:200])
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ class IssuerKeyCache:
         refetch_interval: float = REFETCH_INTERVAL,
         stale_for: float = STALE_FOR,
         refuse_address: Callable[[IPAddress], str | None] = address_refusal,
-        ssl_context: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`refuse_address` and `ssl_context` exist for tests (a local TLS server); `clock`
         too. The other defaults are the documented rules."""
@@ -273,6 +274,8 @@ class IssuerKeyCache:
 
         :raises IssuerKeysUnavailable: no keys can be had, or none has that kid.
         """
+        if not isinstance(issuer, str) or not isinstance(jwks_uri, str | None):
+            raise IssuerKeysUnavailable("an issuer or jwks_uri that is not a string")
         if len(issuer) > MAX_URL_LENGTH or (jwks_uri and len(jwks_uri) > MAX_URL_LENGTH):
             raise IssuerKeysUnavailable(f"issuer or jwks_uri longer than {MAX_URL_LENGTH}")
         entry = self._entry(issuer, jwks_uri)
@@ -350,7 +353,7 @@ class IssuerKeyCache:
             keys = public_signing_keys(fetched.document)
         except InvalidKeySet as exc:
             ISSUER_KEY_FETCHES.labels("jwks", exc.outcome).inc()
-            return self._failed(seen, issuer, f"{uri}: {exc.reason}")
+            return self._failed(seen, issuer, f"{_shown(uri)}: {exc.reason}")
         ISSUER_KEY_FETCHES.labels("jwks", "ok").inc()
         now = self._clock()
         fresh_until = now + cache_lifetime(fetched.cache_control)

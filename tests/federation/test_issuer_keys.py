@@ -351,6 +351,20 @@ def test_the_production_cache_refuses_non_public_targets(uri, outcome, caplog):
     assert "issuer.example" in caplog.text  # the issuer and the reason, for the operator
 
 
+@pytest.mark.parametrize("kid", [7, ["a"], "x\nforged log line"])
+def test_an_odd_kid_is_reported_not_crashed_on(httpserver, cache, kid, caplog):
+    serve(httpserver, "/jwks", jwks("a"))
+    with pytest.raises(IssuerKeysUnavailable) as caught:
+        cache.signing_keys(ISSUER, jwks_uri=httpserver.url_for("/jwks"), kid=kid)
+    assert "\n" not in caught.value.reason
+
+
+@pytest.mark.parametrize("issuer", [None, ["https://issuer.example"], 42])
+def test_an_issuer_that_is_not_a_string_is_refused(issuer):
+    with pytest.raises(IssuerKeysUnavailable, match="not a string"):
+        IssuerKeyCache().signing_keys(issuer, jwks_uri=None, kid=None)
+
+
 def test_an_overlong_issuer_is_refused_without_a_fetch():
     with pytest.raises(IssuerKeysUnavailable, match="longer"):
         IssuerKeyCache().signing_keys("https://x.example/" + "a" * 3000, jwks_uri=None, kid=None)
