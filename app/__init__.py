@@ -38,6 +38,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     from app.clients.resource_server_records import ResourceServerStore
     from app.clients.usage import UsageTracker
     from app.extensions import db, migrate
+    from app.federation.issuer_keys import IssuerKeyCache
     from app.oauth.throttle import Throttle
     from app.runtime import Runtime
     from app.signing.keys import KeyRing, KeyTiming, report_key_files
@@ -67,6 +68,12 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
             db.session.remove()
             # No connection opened here outlives start-up (or a fork after it).
             db.engine.dispose()
+    if settings.federation_allow_insecure:
+        log.warning(
+            "FEDERATION_ALLOW_INSECURE=1: federated issuers' keys are fetched over plain http"
+            " and from any address, loopback and private networks included; this is for"
+            " tests and labs only, NEVER for production"
+        )
     if not settings.secret_key:
         # Cursor signatures need a stable key on every instance; derive one
         # from the pepper rather than asking operators for another secret.
@@ -99,6 +106,7 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
         ),
         redis=redis_client,
         autocommit=executor,
+        issuer_keys=IssuerKeyCache(allow_insecure=settings.federation_allow_insecure),
     )
     runtime.init_app(app)
 

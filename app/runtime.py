@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.clients.records import ClientStore
     from app.clients.resource_server_records import ResourceServerStore
     from app.clients.usage import UsageTracker
+    from app.federation.issuer_keys import IssuerKeyCache
     from app.http.pipeline import Pipeline
     from app.oauth.server import AuthorizationServer
     from app.oauth.throttle import Throttle
@@ -51,6 +52,8 @@ class Runtime:
     redis: redis.Redis | None
     #: Single autocommit statements beside the app's pool, on PostgreSQL only.
     autocommit: AutocommitExecutor | None
+    #: Federated issuers' public keys, fetched and cached per process (app/federation/).
+    issuer_keys: IssuerKeyCache
     #: The Authlib authorization server (set by `config_oauth`).
     oauth: AuthorizationServer | None = None
     #: The ordered request observers that Flask's hooks and the token fast path run.

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     # RFC 9449 §8: DPoP proofs at the token endpoint and the management API
     # must carry a server nonce (stateless, app/oauth/rfc9449.py); 0: off.
     dpop_nonces: bool = False
+    # Fetch federated issuers' keys over http and from any address (docs/api.md
+    # §1.3): tests and labs only; create_app warns at start while it is on.
+    federation_allow_insecure: bool = False
 
     # Request bodies are limited to 64 KiB (413); Flask's own key.
     max_content_length: int | None = 64 * 1024
@@ -215,9 +218,9 @@ class Settings(BaseSettings):
                 raise ValueError("must be a number (0: off)") from None
         return value
 
-    @field_validator("dpop_nonces", mode="before")
+    @field_validator("dpop_nonces", "federation_allow_insecure", mode="before")
     @classmethod
-    def _nonce_switch(cls, value: Any) -> Any:
+    def _zero_or_one(cls, value: Any) -> Any:
         # The variable is a number, as AUTH_FAILURE_FEED: 0 off, 1 on.
         if isinstance(value, str):
             if value.strip() not in ("0", "1"):

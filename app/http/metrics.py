@@ -98,6 +98,19 @@ RATE_LIMITED = Counter(
     "ccserver_rate_limit_rejections",
     "Requests answered 429 by the failed-authentication rate limit.",
 )
+#: Fetches of federated issuers' documents (app/federation/issuer_keys.py), by
+#: document (`jwks`, `discovery`) and outcome (app.federation.fetch.FETCH_OUTCOMES).
+#: Never the issuer or URL: admins and token senders choose those without bound.
+ISSUER_KEY_FETCHES = Counter(
+    "ccserver_federation_key_fetches",
+    "Fetches of federated issuers' key sets and discovery documents, by outcome.",
+    ["document", "outcome"],
+)
+#: Key look-ups answered from keys past their expiry because refreshing them failed.
+STALE_ISSUER_KEYS_USED = Counter(
+    "ccserver_federation_stale_key_uses",
+    "Federated issuer key look-ups answered with stale keys after a failed refresh.",
+)
 
 # Pre-bound children: labels() builds a key tuple and takes a lock each call;
 # a dict hit on a tuple we already hold is far cheaper on the token path.

@@ -53,6 +53,7 @@ DEFAULTS = {
     "CLIENT_CERT_FORMAT": "rfc9440",
     "CLIENT_CERT_VERIFY_HEADER": "",
     "DPOP_NONCES": False,
+    "FEDERATION_ALLOW_INSECURE": False,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "ASSERTION_SIGNING_ALGS": list(SIGNING_ALGS),
     "TOKEN_ENDPOINT": "http://localhost:5000/oauth2/token",
