@@ -33,7 +33,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -111,91 +111,6 @@ class JtiStore(Protocol):
         """Delete entries past their expiry; returns how many (Redis expires its own: 0)."""
 
 
-class _Waiter:
-    __slots__ = ("entries", "error", "event", "lead", "result")
-
-    def __init__(self, entries: Sequence[tuple[str, datetime]]) -> None:
-        self.entries = entries
-        self.result: list[bool] | None = None
-        self.error: BaseException | None = None
-        self.event = threading.Event()
-        self.lead = False
-
-
-class Combiner:
-    """The replay-cache writes of one process's concurrent requests, one round trip at a time.
-
-    While one write is out to the shared store, the requests that reach the
-    replay cache queue up; when it returns, the first of them sends every
-    queued entry in one statement (or one pipeline) and hands each request
-    its own answers. Nothing waits for a batch to fill: an idle server sends
-    each entry at once, a loaded one sends fewer, larger writes, which costs
-    the process and the store less per entry (docs/performance.md) and keeps
-    the store's concurrent inserts into one index page down to one per
-    process. A key that appears twice among the queued entries is a replay
-    for all but the first, exactly as if they had been sent one by one.
-    """
-
-    def __init__(self, record: Callable[[list[tuple[str, datetime]]], set[str]]) -> None:
-        #: Writes distinct keys, returns those that were new (not live in the store).
-        self._record = record
-        self._lock = threading.Lock()
-        self._queue: list[_Waiter] = []
-        self._busy = False
-
-    def use(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
-        """For each entry, whether its key was new (and is now recorded)."""
-        me = _Waiter(entries)
-        with self._lock:
-            self._queue.append(me)
-            if not self._busy:
-                self._busy = me.lead = True
-        if not me.lead:
-            me.event.wait()
-        if me.lead and me.result is None and me.error is None:
-            self._send()
-        if me.error is not None:
-            raise me.error
-        assert me.result is not None
-        return me.result
-
-    def _send(self) -> None:
-        with self._lock:
-            batch, self._queue = self._queue, []
-        try:
-            seen: set[str] = set()
-            rows: list[tuple[str, datetime]] = []
-            firsts: list[list[bool]] = []
-            for waiter in batch:
-                first = []
-                for key, expires_at in waiter.entries:
-                    first.append(key not in seen)
-                    if key not in seen:
-                        seen.add(key)
-                        rows.append((key, expires_at))
-                firsts.append(first)
-            recorded = self._record(rows) if rows else set()
-        except BaseException as exc:  # noqa: BLE001 - every waiter of the batch gets it
-            for waiter in batch:
-                waiter.error = exc
-        else:
-            for waiter, first in zip(batch, firsts, strict=True):
-                waiter.result = [
-                    new and key in recorded
-                    for (key, _), new in zip(waiter.entries, first, strict=True)
-                ]
-        with self._lock:
-            successor = self._queue[0] if self._queue else None
-            if successor is not None:
-                successor.lead = True
-            else:
-                self._busy = False
-        for waiter in batch:
-            waiter.event.set()
-        if successor is not None:
-            successor.event.set()
-
-
 def _first_of_each(entries: Sequence[tuple[str, datetime]]) -> list[bool]:
     """Which entries are the first with their key (a repeat within one call is a replay)."""
     seen: set[str] = set()
@@ -250,7 +165,6 @@ class RedisJtiStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._combiner = Combiner(self._record)
 
     def revoke(self, jti: str, client_id: str, expires_at: datetime) -> None:
         if expires_at <= utcnow():
@@ -280,25 +194,23 @@ class RedisJtiStore:
         return revoked is not None or (cutoff is not None and issued_ms < int(cutoff))
 
     def use_once(self, key: str, expires_at: datetime) -> bool:
-        return self._combiner.use([(key, expires_at)])[0]
-
-    def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
-        return self._combiner.use(entries)
-
-    def _record(self, rows: list[tuple[str, datetime]]) -> set[str]:
         try:
-            if len(rows) == 1:
-                key, expires_at = rows[0]
-                new = self.client.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at))
-                return {key} if new else set()
-            # One pipeline (no MULTI: each SET NX is atomic on its own).
-            pipe = self.client.pipeline(transaction=False)
-            for key, expires_at in rows:
-                pipe.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at))
-            answers = pipe.execute()
+            return bool(self.client.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at)))
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
-        return {key for (key, _), new in zip(rows, answers, strict=True) if new}
+
+    def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+        first = _first_of_each(entries)
+        try:
+            # One pipeline (no MULTI: each SET NX is atomic on its own).
+            pipe = self.client.pipeline(transaction=False)
+            for (key, expires_at), fresh in zip(entries, first, strict=True):
+                if fresh:
+                    pipe.set(ASSERTION_PREFIX + key, 1, nx=True, ex=_ttl(expires_at))
+            answers = iter(pipe.execute())
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        return [bool(next(answers)) if fresh else False for fresh in first]
 
     def purge_expired(self, now: datetime | None = None) -> int:
         return 0
@@ -369,11 +281,9 @@ ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
  WHERE used_assertions.expires_at <= %s
 RETURNING 1
 """
-# `_PG_USE_ONCE` for several distinct keys, as two arrays: one statement text
-# (prepared once) whatever the count. The keys it recorded come back.
+# `_PG_USE_ONCE` for several keys; the keys it recorded come back.
 _PG_USE_MANY = """
-INSERT INTO used_assertions (key, expires_at)
-SELECT * FROM unnest(%s::varchar[], %s::timestamptz[])
+INSERT INTO used_assertions (key, expires_at) VALUES {values}
 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
  WHERE used_assertions.expires_at <= %s
 RETURNING key
@@ -398,7 +308,6 @@ class PostgresJtiStore(_DatabaseJtiStore):
         super().__init__()
         self.executor = executor
         self.engine = engine
-        self._combiner = Combiner(self._record)
 
     def _durable(self, query: str, params: tuple) -> None:
         with self.engine.begin() as conn:
@@ -425,24 +334,25 @@ class PostgresJtiStore(_DatabaseJtiStore):
         )
 
     def use_once(self, key: str, expires_at: datetime) -> bool:
-        return self._combiner.use([(key, expires_at)])[0]
+        fresh = bool(self.executor.fetch(_PG_USE_ONCE, (key, expires_at, utcnow())))
+        if fresh:
+            self._maybe_purge()
+        return fresh
 
     def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
-        return self._combiner.use(entries)
-
-    def _record(self, rows: list[tuple[str, datetime]]) -> set[str]:
-        if len(rows) == 1:
-            key, expires_at = rows[0]
-            fetched = self.executor.fetch(_PG_USE_ONCE, (key, expires_at, utcnow()))
-            recorded = {key} if fetched else set()
-        else:
-            keys = [key for key, _ in rows]
-            expiries = [expires_at for _, expires_at in rows]
-            fetched = self.executor.fetch(_PG_USE_MANY, (keys, expiries, utcnow()))
-            recorded = {row[0] for row in fetched}
+        first = _first_of_each(entries)
+        rows = [entry for entry, fresh in zip(entries, first, strict=True) if fresh]
+        if not rows:
+            return first
+        # One statement: ON CONFLICT may touch each row once, hence the distinct keys.
+        values = ", ".join(["(%s, %s)"] * len(rows))
+        params: list = [value for row in rows for value in row]
+        params.append(utcnow())
+        fetched = self.executor.fetch(_PG_USE_MANY.format(values=values), tuple(params))
+        recorded = {row[0] for row in fetched}
         if recorded:
             self._maybe_purge()
-        return recorded
+        return [fresh and key in recorded for (key, _), fresh in zip(entries, first, strict=True)]
 
     def purge_expired(self, now: datetime | None = None) -> int:
         now = now or utcnow()
