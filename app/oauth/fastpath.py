@@ -1,14 +1,15 @@
-"""POST /oauth2/token served in front of Flask's request dispatch.
+"""POST /oauth2/token, /oauth2/introspect and /oauth2/revoke served in front of Flask's dispatch.
 
 Through Flask a token request builds a Request, matches the URL map, runs
 the request hooks through LocalProxies and builds a Response with
 werkzeug's Headers: about 40% of the CPU a token costs in process.
-`TokenFastPath` wraps `app.wsgi_app` and answers a *simple* token request
-itself, in an app context only, with the same AuthorizationServer, grant
-and request pipeline (app.http.pipeline); everything else goes to Flask
-untouched.
+`TokenFastPath` wraps `app.wsgi_app` and answers a *simple* request to one
+of the three OAuth endpoints a client or resource server calls per token
+itself, in an app context only, with the same AuthorizationServer, grant or
+endpoint, and request pipeline (app.http.pipeline); everything else goes to
+Flask untouched.
 
-Simple means POST to exactly /oauth2/token with a Content-Length of ASCII
+Simple means POST to exactly one of the three paths with a Content-Length of ASCII
 digits no larger than MAX_CONTENT_LENGTH, no Transfer-Encoding, and the
 content type application/x-www-form-urlencoded (judged as werkzeug judges a
 mimetype). Odd requests (chunked, oversized, another content type, ...) thus
@@ -36,10 +37,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from flask import Flask
+from flask import Response as FlaskResponse
 from flask.signals import request_finished, request_started, request_tearing_down
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -47,17 +50,66 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from app.http.observer import HeaderList, RequestView, ResponseView, response_json
 from app.http.pipeline import attach, pipeline_of
 from app.oauth import views
-from app.oauth.requests import FORM_CONTENT_TYPE, PlainResponse, RawFormRequest, flask_response
+from app.oauth.requests import (
+    ENDPOINT_PATHS,
+    FORM_CONTENT_TYPE,
+    PlainResponse,
+    RawFormRequest,
+    flask_response,
+)
+from app.oauth.server import AuthorizationServer
 from app.runtime import runtime_of
 
-TOKEN_PATH = "/oauth2/token"
+TOKEN_PATH = ENDPOINT_PATHS["token"]
+_DEFAULT_CONTENT_TYPE = f"{FlaskResponse.default_mimetype}; charset=utf-8"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
 
 
+@dataclass(frozen=True)
+class Route:
+    """One endpoint this path serves: its URL, Flask's endpoint and view for it, and its answer."""
+
+    path: str
+    #: Flask's endpoint name for the path (None: no such route, Flask answers everything).
+    endpoint: str | None
+    #: The view Flask would call; a different one there means Flask must answer.
+    view: Callable[..., Any]
+    answer: Callable[[RawFormRequest], PlainResponse]
+
+    @property
+    def blueprint(self) -> str | None:
+        return self.endpoint.rpartition(".")[0] if self.endpoint else None
+
+
+def routes_of(app: Flask, server: AuthorizationServer) -> dict[str, Route]:
+    """The fast path's routes, each matched against the app's URL map once."""
+
+    def endpoint_of(path: str) -> str | None:
+        try:
+            return app.url_map.bind("localhost").match(path, "POST")[0]
+        except Exception:  # noqa: BLE001 - no such route: Flask answers it
+            return None
+
+    made = [
+        (TOKEN_PATH, views.issue_token, server.create_token_response),
+        (
+            ENDPOINT_PATHS["introspection"],
+            views.introspect_token,
+            lambda raw: server.create_endpoint_response("introspection", raw),
+        ),
+        (
+            ENDPOINT_PATHS["revocation"],
+            views.revoke_token,
+            lambda raw: server.create_endpoint_response("revocation", raw),
+        ),
+    ]
+    return {path: Route(path, endpoint_of(path), view, answer) for path, view, answer in made}
+
+
 class TokenFastPath:
-    """WSGI middleware: simple token requests served here, the rest by `wsgi_app`."""
+    """WSGI middleware: simple token, introspection and revocation requests served here."""
 
     def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
         self.app = app
@@ -69,24 +121,21 @@ class TokenFastPath:
         # The one hook of each kind Flask may run for this endpoint: the pipeline's.
         before, after, teardown = self.pipeline.flask_hooks
         self.before, self.after, self.teardown = [before], [after], [teardown]
-        try:
-            self.endpoint: str | None = app.url_map.bind("localhost").match(TOKEN_PATH, "POST")[0]
-        except Exception:  # noqa: BLE001 - no such route: Flask answers everything
-            self.endpoint = None
-        self.blueprint = self.endpoint.rpartition(".")[0] if self.endpoint else None
+        self.routes = routes_of(app, server)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        length = self._simple_length(environ)
-        if length is None:
+        route = self.routes.get(environ.get("PATH_INFO", ""))
+        length = self._simple_length(environ, route) if route is not None else None
+        if route is None or length is None:
             return self.wsgi_app(environ, start_response)
         body = _read_body(environ, length)
         if body is None:
             return self.wsgi_app(environ, start_response)
-        return self._serve(environ, start_response, body)
+        return self._serve(environ, start_response, body, route)
 
-    def _simple_length(self, environ: dict) -> int | None:
-        """The body length of a token request this path may serve, else None."""
-        if environ.get("PATH_INFO") != TOKEN_PATH or environ.get("REQUEST_METHOD") != "POST":
+    def _simple_length(self, environ: dict, route: Route) -> int | None:
+        """The body length of a request to `route` this path may serve, else None."""
+        if environ.get("REQUEST_METHOD") != "POST":
             return None
         raw = environ.get("CONTENT_LENGTH")
         if not raw or not raw.isascii() or not raw.isdigit():
@@ -99,17 +148,17 @@ class TokenFastPath:
             return None
         limit = self.app.config["MAX_CONTENT_LENGTH"]
         length = int(raw)
-        if limit is None or length > limit or not self._flask_would_do_the_same():
+        if limit is None or length > limit or not self._flask_would_do_the_same(route):
             return None
         return length
 
-    def _flask_would_do_the_same(self) -> bool:
+    def _flask_would_do_the_same(self, route: Route) -> bool:
         """True while Flask would run no hook but the pipeline's (which this path runs too)."""
         app = self.app
-        blueprint = self.blueprint
+        blueprint = route.blueprint
         return (
-            self.endpoint is not None
-            and app.view_functions.get(self.endpoint) is views.issue_token
+            route.endpoint is not None
+            and app.view_functions.get(route.endpoint) is route.view
             and app.before_request_funcs.get(None) == self.before
             and app.after_request_funcs.get(None) == self.after
             and app.teardown_request_funcs.get(None) == self.teardown
@@ -124,7 +173,9 @@ class TokenFastPath:
             and not request_tearing_down.receivers
         )
 
-    def _serve(self, environ: dict, start_response: StartResponse, body: bytes) -> Iterable[bytes]:
+    def _serve(
+        self, environ: dict, start_response: StartResponse, body: bytes, route: Route
+    ) -> Iterable[bytes]:
         app = self.app
         pipeline = self.pipeline
         # As Flask's full_dispatch_request: setup methods refuse from now on.
@@ -135,7 +186,7 @@ class TokenFastPath:
         # client_address() and the rate limiter find the environ here (app.http.client_address).
         ctx_g.wsgi_environ = environ
         headers = EnvironHeaders(environ)
-        request = RequestView(environ, "POST", TOKEN_PATH, self.endpoint, headers, body)
+        request = RequestView(environ, "POST", route.path, route.endpoint, headers, body)
         # Should Flask answer after all, its hooks see this view and what `before` kept on it.
         attach(ctx_g, request)
         error: BaseException | None = None
@@ -143,7 +194,7 @@ class TokenFastPath:
         try:
             try:
                 pipeline.before(request)
-                plain = self.server.create_token_response(RawFormRequest("POST", headers, body))
+                plain = route.answer(RawFormRequest("POST", headers, body))
             except Exception as exc:  # noqa: BLE001 - Flask's handlers decide
                 flask_took_over = True
                 app_iter, error = self._flask_answers(exc, environ, start_response, body, False)
@@ -172,7 +223,10 @@ class TokenFastPath:
     ) -> tuple[str, list[tuple[str, str]]]:
         """Status line and headers, as the view's Response and Flask's after hooks make them."""
         headers = HeaderList(list(plain.headers))
-        # What werkzeug's Response adds to the view's headers.
+        # What werkzeug's Response adds to the view's headers: its default type
+        # for a body that names none (a revocation's empty 200), and the length.
+        if headers.get("Content-Type") is None:
+            headers.set("Content-Type", _DEFAULT_CONTENT_TYPE)
         headers.set("Content-Length", str(len(plain.body)))
         response = ResponseView(plain.status, headers, lambda: response_json(flask_response(plain)))
         self.pipeline.after(request, response)
@@ -275,5 +329,5 @@ def _status_line(status: int) -> str:
 
 
 def install(app: Flask) -> None:
-    """Put the token fast path in front of the app's WSGI dispatch."""
+    """Put the fast path in front of the app's WSGI dispatch."""
     app.wsgi_app = TokenFastPath(app, app.wsgi_app)  # type: ignore[method-assign]

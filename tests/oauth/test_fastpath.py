@@ -94,12 +94,12 @@ def counted() -> dict:
     return samples
 
 
-def environ(body: bytes = GRANT, headers: dict | None = None, **kwargs) -> dict:
+def environ(
+    body: bytes = GRANT, headers: dict | None = None, path: str = "/oauth2/token", **kwargs
+) -> dict:
     kwargs.setdefault("content_type", FORM)
     kwargs.setdefault("environ_base", {"REMOTE_ADDR": "192.0.2.7"})
-    builder = EnvironBuilder(
-        path="/oauth2/token", method="POST", data=body, headers=headers or {}, **kwargs
-    )
+    builder = EnvironBuilder(path=path, method="POST", data=body, headers=headers or {}, **kwargs)
     return builder.get_environ()
 
 
@@ -139,7 +139,7 @@ def assert_same(fast: Answer, slow: Answer, vary: tuple[str, ...] = ()) -> None:
     for (name, a), (_, b) in zip(fast.headers, slow.headers, strict=True):
         if name not in vary:
             assert a == b, name
-    if fast.status.startswith("200"):
+    if fast.status.startswith("200") and b"access_token" in fast.body:
         fast_body, slow_body = json.loads(fast.body), json.loads(slow.body)
         assert fast_body.keys() == slow_body.keys()
         fast_claims = jwt.decode(fast_body.pop("access_token"), options={"verify_signature": False})
@@ -452,8 +452,97 @@ def test_other_requests_go_to_flask(client, factory, flask_dispatched):
     auth = basic_auth(cid, secret)
     client.get("/oauth2/token")
     client.post("/oauth2/token/", data={"grant_type": "client_credentials"}, headers=auth)
-    client.post("/oauth2/introspect", data={"token": "x"}, headers=auth)
-    assert flask_dispatched == ["/oauth2/token", "/oauth2/token/", "/oauth2/introspect"]
+    client.get("/oauth2/introspect")
+    client.post("/oauth2/revoke/", data={"token": "x"}, headers=auth)
+    client.post("/oauth2/introspect", json={"token": "x"}, headers=auth)
+    assert flask_dispatched == [
+        "/oauth2/token",
+        "/oauth2/token/",
+        "/oauth2/introspect",
+        "/oauth2/revoke/",
+        "/oauth2/introspect",
+    ]
+
+
+# --- introspection and revocation take the same path ----------------------------------------
+
+
+def token_for(app, cid: str, secret: str) -> str:
+    answer = call(app.wsgi_app, environ(GRANT, basic_auth(cid, secret)), AccessLines())
+    return json.loads(answer.body)["access_token"]
+
+
+ENDPOINT_CASES = {
+    # name -> (path, body maker taking (own token, other's token), who authenticates)
+    "introspect active 200": ("/oauth2/introspect", lambda own, other: f"token={own}", "own"),
+    "introspect other's token 200": (
+        "/oauth2/introspect",
+        lambda own, other: f"token={other}&token_type_hint=access_token",
+        "own",
+    ),
+    "introspect garbage 200": ("/oauth2/introspect", lambda own, other: "token=abc", "own"),
+    "introspect no token 400": ("/oauth2/introspect", lambda own, other: "x=1", "own"),
+    "introspect wrong secret 401": ("/oauth2/introspect", lambda own, other: f"token={own}", "bad"),
+    "introspect repeated 400": (
+        "/oauth2/introspect",
+        lambda own, other: f"token={own}&token={own}",
+        "own",
+    ),
+    "revoke own 200": ("/oauth2/revoke", lambda own, other: f"token={own}", "own"),
+    "revoke other's token": ("/oauth2/revoke", lambda own, other: f"token={other}", "own"),
+    "revoke no token 400": ("/oauth2/revoke", lambda own, other: "", "own"),
+    "revoke wrong secret 401": ("/oauth2/revoke", lambda own, other: f"token={own}", "bad"),
+}
+
+
+@pytest.mark.parametrize("name", list(ENDPOINT_CASES))
+def test_introspection_and_revocation_answer_as_flask_does(
+    app, factory, access_lines, flask_dispatched, name
+):
+    path, make_body, who = ENDPOINT_CASES[name]
+    cid, secret = factory.client()
+    other_cid, other_secret = factory.client()
+    own, other = token_for(app, cid, secret), token_for(app, other_cid, other_secret)
+    auth = basic_auth(cid, secret if who == "own" else "ccs_wrong")
+    body = make_body(own, other).encode()
+    headers = {**auth, "X-Request-ID": "req-2"}
+    fast, slow = both_ways(app, access_lines, lambda: environ(body, headers, path=path))
+    assert flask_dispatched == [path]  # the second call only
+    assert_same(fast, slow)
+    assert header(fast, "Cache-Control") == "no-store"
+    assert header(fast, "X-Content-Type-Options") == "nosniff"
+    assert fast.log["path"] == path
+    endpoint = "oauth.introspect_token" if "introspect" in path else "oauth.revoke_token"
+    latency = ("ccserver_http_request_duration_seconds_count", (("endpoint", endpoint),))
+    assert fast.counted[latency] == 1
+    if name == "introspect active 200":
+        assert json.loads(fast.body)["active"] is True
+        assert json.loads(fast.body)["client_id"] == cid
+    if name == "revoke own 200":
+        # Revoked by the first (fast) call: inactive on either path now.
+        after = call(
+            app.wsgi_app,
+            environ(f"token={own}".encode(), basic_auth(cid, secret), path="/oauth2/introspect"),
+            access_lines,
+        )
+        assert json.loads(after.body) == {"active": False}
+
+
+def test_introspection_over_a_real_socket_skips_flask(app, factory, flask_dispatched):
+    cid, secret = factory.client()
+    token = token_for(app, cid, secret)
+    flask_dispatched.clear()
+    for base in serve_wsgi(app, free_port()):
+        answer = requests.post(
+            f"{base}/oauth2/introspect", data={"token": token}, auth=(cid, secret), timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["active"] is True
+        revoked = requests.post(
+            f"{base}/oauth2/revoke", data={"token": token}, auth=(cid, secret), timeout=10
+        )
+        assert revoked.status_code == 200
+    assert flask_dispatched == []
 
 
 def test_an_unknown_hook_sends_token_requests_to_flask(app, client, factory, flask_dispatched):
