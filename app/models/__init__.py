@@ -4,6 +4,7 @@ from app.models.audit import AuditEvent
 from app.models.client import CLIENT_TYPES, Client
 from app.models.client_key import ClientKey
 from app.models.console_session import ConsoleSession
+from app.models.federated_credential import FederatedCredential
 from app.models.resource_server import ResourceServer
 from app.models.secret import ClientSecret
 from app.models.server_setting import PEPPER_FINGERPRINT, ServerSetting
@@ -20,6 +21,7 @@ __all__ = [
     "ClientKey",
     "ClientSecret",
     "ConsoleSession",
+    "FederatedCredential",
     "ResourceServer",
     "RevokedToken",
     "ServerSetting",

@@ -14,6 +14,7 @@ from app.timeutil import utcnow
 
 if TYPE_CHECKING:
     from app.models.client_key import ClientKey
+    from app.models.federated_credential import FederatedCredential
     from app.models.secret import ClientSecret
 
 ClientType = Literal["standard", "admin"]
@@ -113,6 +114,9 @@ class Client(Model):
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True
     )
     keys: Mapped[list[ClientKey]] = relationship(
+        back_populates="client", cascade="all, delete-orphan", passive_deletes=True
+    )
+    federated_credentials: Mapped[list[FederatedCredential]] = relationship(
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True
     )
 
