@@ -48,3 +48,21 @@ FAPI2_MAX_FUTURE = 10
 #: ES384 is there because DPoP keys are the client's own, often made by a
 #: platform keystore that offers P-384; RSA keys must have at least 2048 bits.
 DPOP_SIGNING_ALGS: tuple[str, ...] = ("ES256", "ES384", "PS256", "RS256", "EdDSA")
+
+#: JWS algorithms accepted on federated assertions (docs/api.md §1.3): the
+#: asymmetric ones that workload platforms sign with; never "none" nor a MAC,
+#: whose key would be the issuer's published (public) key.
+FEDERATION_SIGNING_ALGS: tuple[str, ...] = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+#: The curve each ES algorithm signs with (RFC 7518 §3.4).
+EC_CURVE_OF_ALG: dict[str, str] = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}

@@ -143,8 +143,8 @@ class Settings(BaseSettings):
     # RFC 9449 §8: DPoP proofs at the token endpoint and the management API
     # must carry a server nonce (stateless, app/oauth/rfc9449.py); 0: off.
     dpop_nonces: bool = False
-    # Fetch federated issuers' keys over http and from any address (docs/api.md
-    # §1.3): tests and labs only; create_app warns at start while it is on.
+    # Federated issuers and their key URLs over http, keys fetched from any
+    # address (docs/api.md §1.3): tests and labs only; create_app warns at start.
     federation_allow_insecure: bool = False
 
     # Request bodies are limited to 64 KiB (413); Flask's own key.

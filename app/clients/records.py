@@ -23,8 +23,9 @@ from flask import has_app_context
 from sqlalchemy.orm import Session
 
 from app.clients.hashing import verify_secret
+from app.clients.subject_pattern import SubjectPattern
 from app.extensions import db
-from app.models import Client, ClientKey, ClientSecret
+from app.models import Client, ClientKey, ClientSecret, FederatedCredential
 from app.models.client import TLS_CLIENT_AUTH_FIELDS
 from app.protocol import AUTH_METHODS, FAPI2, FAPI2_AUTH_METHODS
 from app.runtime import runtime
@@ -44,6 +45,52 @@ class KeyRecord:
     alg: str
     public_jwk: dict
     expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FederatedRecord:
+    """A federated credential (docs/api.md §2.8), its subject pattern compiled once."""
+
+    id: str
+    name: str
+    issuer: str
+    subject: str | None
+    subject_pattern: SubjectPattern | None
+    claims: dict
+    audience: str
+    jwks_uri: str | None
+    jwks: dict | None
+    max_token_age: int
+    single_use: bool
+
+
+def federated_record(
+    id: str,
+    name: str,
+    issuer: str,
+    subject: str | None,
+    subject_pattern: str | None,
+    claims: dict | None,
+    audience: str,
+    jwks_uri: str | None,
+    jwks: dict | None,
+    max_token_age: int,
+    single_use: bool,
+) -> FederatedRecord:
+    """A FederatedRecord from a row's columns, in the table's order."""
+    return FederatedRecord(
+        id=id,
+        name=name,
+        issuer=issuer,
+        subject=subject,
+        subject_pattern=None if subject_pattern is None else SubjectPattern(subject_pattern),
+        claims=dict(claims or {}),
+        audience=audience,
+        jwks_uri=jwks_uri,
+        jwks=jwks,
+        max_token_age=max_token_age,
+        single_use=bool(single_use),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +116,8 @@ class ClientRecord(ClientMixin):
     #: (field name, value) of tls_client_auth's one certificate rule, or None.
     tls_client_auth: tuple[str, str] | None = None
     security_profile: str | None = None
+    #: Federated credentials, oldest first (docs/api.md §1.3).
+    federated: tuple[FederatedRecord, ...] = ()
 
     # Authlib ClientMixin hooks.
     def get_client_id(self) -> str:
@@ -200,9 +249,10 @@ def _possible_id(client_id: str) -> bool:
     return bool(client_id) and len(client_id) <= 64 and "\x00" not in client_id
 
 
-# One statement, one round trip: the client with its secrets and keys as JSON
-# arrays. Most token requests in a real deployment miss the cache (a client
-# asks for a token once per token lifetime), so this is the common path.
+# One statement, one round trip: the client with its secrets, keys and
+# federated credentials as JSON arrays. Most token requests in a real
+# deployment miss the cache (a client asks for a token once per token
+# lifetime), so this is the common path.
 _PG_LOAD = """
 SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
        c.access_token_ttl, c.disabled, c.allowed_auth_methods, c.tokens_valid_after,
@@ -212,7 +262,12 @@ SELECT c.id, c.account_id, c.name, c.client_type, c.scopes, c.audiences,
        (SELECT json_agg(json_build_array(s.id, s.secret_hash, s.expires_at))
           FROM client_secrets s WHERE s.client_id = c.id),
        (SELECT json_agg(json_build_array(k.kid, k.alg, k.public_jwk, k.expires_at))
-          FROM client_keys k WHERE k.client_id = c.id)
+          FROM client_keys k WHERE k.client_id = c.id),
+       (SELECT json_agg(json_build_array(f.id, f.name, f.issuer, f.subject, f.subject_pattern,
+                                         f.claims, f.audience, f.jwks_uri, f.jwks,
+                                         f.max_token_age, f.single_use)
+                        ORDER BY f.created_at, f.id)
+          FROM federated_credentials f WHERE f.client_id = c.id)
   FROM clients c
  WHERE c.id = %s
 """
@@ -250,7 +305,7 @@ class PostgresRecordLoader:
         cid, account_id, name, client_type, scopes, audiences, ttl, disabled, methods = row[:9]
         valid_after, dpop_bound, cert_bound = row[9:12]
         tls_values, profile = row[12:17], row[17]
-        secrets, keys = row[18:]
+        secrets, keys, federated = row[18:]
         return ClientRecord(
             id=cid,
             account_id=account_id,
@@ -270,6 +325,7 @@ class PostgresRecordLoader:
                 SecretRecord(sid, hashed, _utc(exp)) for sid, hashed, exp in secrets or ()
             ),
             keys=tuple(KeyRecord(kid, alg, jwk, _utc(exp)) for kid, alg, jwk, exp in keys or ()),
+            federated=tuple(federated_record(*values) for values in federated or ()),
         )
 
 
@@ -289,8 +345,24 @@ class SqlRecordLoader:
             return load_record(conn, client_id)
 
 
+#: The columns of a FederatedRecord, in `federated_record`'s order.
+FEDERATED_COLUMNS = (
+    FederatedCredential.id,
+    FederatedCredential.name,
+    FederatedCredential.issuer,
+    FederatedCredential.subject,
+    FederatedCredential.subject_pattern,
+    FederatedCredential.claims,
+    FederatedCredential.audience,
+    FederatedCredential.jwks_uri,
+    FederatedCredential.jwks,
+    FederatedCredential.max_token_age,
+    FederatedCredential.single_use,
+)
+
+
 def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecord | None:
-    """Read a client, its secrets and keys with Core selects (no ORM objects)."""
+    """Read a client and its credentials with Core selects (no ORM objects)."""
     if not _possible_id(client_id):
         return None
     row = session.execute(
@@ -323,6 +395,11 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
             ClientKey.client_id == client_id
         )
     ).all()
+    federated = session.execute(
+        sa.select(*FEDERATED_COLUMNS)
+        .where(FederatedCredential.client_id == client_id)
+        .order_by(FederatedCredential.created_at, FederatedCredential.id)
+    ).all()
     return ClientRecord(
         id=row.id,
         account_id=row.account_id,
@@ -342,6 +419,7 @@ def load_record(session: Session | sa.Connection, client_id: str) -> ClientRecor
         security_profile=row.security_profile,
         secrets=tuple(SecretRecord(s.id, s.secret_hash, s.expires_at) for s in secrets),
         keys=tuple(KeyRecord(k.kid, k.alg, k.public_jwk, k.expires_at) for k in keys),
+        federated=tuple(federated_record(*values) for values in federated),
     )
 
 

@@ -22,7 +22,7 @@ from app.clients.resource_servers import check_audiences
 from app.clients.secrets import add_secret
 from app.errors import BadRequest, Conflict, NotFound, ValidationError
 from app.extensions import db
-from app.models import Client, ClientKey, ClientSecret
+from app.models import Client, ClientKey, ClientSecret, FederatedCredential
 from app.models.client import MAX_TTL, TLS_CLIENT_AUTH_FIELDS
 from app.models.types import new_id
 from app.protocol import FAPI2, FAPI2_AUTH_METHODS, FAPI2_SIGNING_ALGS
@@ -252,7 +252,7 @@ def _cut_off(client: Client) -> None:
 
 
 def delete_client(client: Client, actor: str) -> None:
-    """Delete a client with its secrets and keys; its tokens stop at once in this process.
+    """Delete a client with its credentials; its tokens stop at once in this process.
 
     Children are deleted explicitly: SQLite enforces ON DELETE CASCADE only
     with a pragma, and the result must not depend on it.
@@ -262,6 +262,9 @@ def delete_client(client: Client, actor: str) -> None:
     _cut_off(client)
     db.session.execute(sa.delete(ClientSecret).where(ClientSecret.client_id == client.id))
     db.session.execute(sa.delete(ClientKey).where(ClientKey.client_id == client.id))
+    db.session.execute(
+        sa.delete(FederatedCredential).where(FederatedCredential.client_id == client.id)
+    )
     db.session.delete(client)
     db.session.flush()
     mark_client_changed(client.id)

@@ -1,4 +1,4 @@
-"""Throttled last_used_at updates for secrets and keys.
+"""Throttled last_used_at updates for secrets, keys and federated credentials.
 
 A write per token request would serialize the token endpoint on the row
 lock, so authentications are noted in memory and written in one batched
@@ -21,7 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import ClientKey, ClientSecret
+from app.models import ClientKey, ClientSecret, FederatedCredential
 from app.models.types import UTCDateTime
 from app.timeutil import utcnow
 
@@ -35,6 +35,7 @@ class UsageTracker:
         self.resolution = resolution
         self._secrets: dict[str, datetime] = {}
         self._keys: dict[tuple[str, str], datetime] = {}
+        self._federated: dict[str, datetime] = {}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
         # (pid, flusher): a forked worker inherits no thread, so it starts its own.
@@ -48,8 +49,12 @@ class UsageTracker:
         self._keys[(client_id, kid)] = utcnow()
         self._wake()
 
+    def federated_used(self, credential_id: str) -> None:
+        self._federated[credential_id] = utcnow()
+        self._wake()
+
     def pending(self) -> bool:
-        return bool(self._secrets or self._keys)
+        return bool(self._secrets or self._keys or self._federated)
 
     def due(self) -> bool:
         return self.pending() and self.wait_time() <= 0
@@ -63,8 +68,9 @@ class UsageTracker:
         with self._lock:
             secrets, self._secrets = self._secrets, {}
             keys, self._keys = self._keys, {}
+            federated, self._federated = self._federated, {}
             self._last_flush = time.monotonic()
-        if not secrets and not keys:
+        if not secrets and not keys and not federated:
             return
         # Several processes write their own notes in any order: a row only
         # ever moves forward in time.
@@ -93,6 +99,20 @@ class UsageTracker:
                     )
                     .values(last_used_at=used),
                     [{"cid": c, "k": k, "used": v} for (c, k), v in sorted(keys.items())],
+                )
+            if federated:
+                used = sa.bindparam("used", type_=UTCDateTime())
+                conn.execute(
+                    sa.update(FederatedCredential)
+                    .where(
+                        FederatedCredential.id == sa.bindparam("fid"),
+                        sa.or_(
+                            FederatedCredential.last_used_at.is_(None),
+                            FederatedCredential.last_used_at < used,
+                        ),
+                    )
+                    .values(last_used_at=used),
+                    [{"fid": k, "used": v} for k, v in sorted(federated.items())],
                 )
 
     def flusher(self) -> _Flusher | None:
