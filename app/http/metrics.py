@@ -133,12 +133,20 @@ def _request_child(endpoint: str, outcome: str, method: str):
     return child
 
 
+#: The auth_method label of a token request authenticated by a federated credential.
+FEDERATED_LABEL = "federated"
+
+
 def note_client_authenticated(_sender, client=None, grant=None, **_kwargs) -> None:
     """Authlib's client_authenticated signal: remember who and how, for logs and metrics."""
     if client is not None:
         g.client_id = client.id
-    method = getattr(getattr(grant, "request", None), "auth_method", None)
-    if method in AUTH_METHODS:  # a label value: only ever one of a fixed few
+    request = getattr(grant, "request", None)
+    method = getattr(request, "auth_method", None)
+    if getattr(request, "federated_credential", None):
+        # RFC 7523 as private_key_jwt is, but told apart for operators (docs/api.md §1.3).
+        g.auth_method = FEDERATED_LABEL
+    elif method in AUTH_METHODS:  # a label value: only ever one of a fixed few
         g.auth_method = method
 
 

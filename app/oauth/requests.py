@@ -93,6 +93,8 @@ class FormRequest(OAuth2Request):
         self.confirmation: dict[str, str] | None = None
         # What the DPoP header came to (app.oauth.rfc9449.token_proof_state).
         self.dpop: Any = None
+        # The federated credential that authenticated the client (docs/api.md §1.3).
+        self.federated_credential: str | None = None
 
     @property
     def form(self):

@@ -33,7 +33,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
 from app.clients.records import ClientRecord, KeyRecord
-from app.oauth import rfc9449
+from app.oauth import federated, rfc9449
 from app.oauth.client_auth import AuthMethod, QueryClient
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest
 from app.protocol import FAPI2, FAPI2_MAX_FUTURE, FAPI2_SIGNING_ALGS, SIGNING_ALGS
@@ -49,6 +49,7 @@ LEEWAY = 30
 MAX_ASSERTION_LENGTH = 16 * 1024
 MAX_HEADER_LENGTH = 2048
 MAX_JTI_LENGTH = 255
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "jti"]
 #: The request being authenticated, for `validate_jti` (Authlib passes only claims).
@@ -272,11 +273,35 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return rfc9449.use_once_with_proof(request, key, expires_at)
 
 
+def federated_issuer(request: FormRequest) -> tuple[str, object] | None:
+    """(client_id, unverified iss) of a federated assertion (docs/api.md §1.3), else None.
+
+    That is a jwt-bearer assertion sent with a `client_id` its `iss` is not:
+    a client's own assertion has iss = sub = client id (RFC 7523 §3), so
+    this never takes one of those from the private_key_jwt checks below.
+    """
+    form = request.form
+    client_id = form.get("client_id")
+    assertion = form.get("client_assertion")
+    if not client_id or not assertion or form.get("client_assertion_type") != ASSERTION_TYPE:
+        return None
+    parsed = parse_unverified(assertion)
+    if parsed is None:
+        return None
+    issuer = parsed[1].get("iss")
+    if issuer == client_id:
+        return None
+    return client_id, issuer
+
+
 def private_key_jwt(issuer: str, algorithms: Collection[str]) -> AuthMethod:
     """The private_key_jwt method for `register_client_auth_method`.
 
     Each endpoint accepts its own audiences, and Authlib calls a method with
-    (query_client, request) only: the request names its endpoint.
+    (query_client, request) only: the request names its endpoint. A
+    federated assertion goes to app.oauth.federated instead: RFC 7523 is
+    its mechanism too, so it counts as private_key_jwt for
+    `allowed_auth_methods` and the server metadata.
     """
     by_endpoint = {
         endpoint: PrivateKeyJWT(issuer, audiences(issuer, endpoint), algorithms)
@@ -284,6 +309,9 @@ def private_key_jwt(issuer: str, algorithms: Collection[str]) -> AuthMethod:
     }
 
     def authenticate(query_client: QueryClient, request: FormRequest) -> ClientRecord | None:
+        foreign = federated_issuer(request)
+        if foreign is not None:
+            return federated.authenticate(query_client, request, *foreign)
         return by_endpoint[request.endpoint](query_client, request)
 
     return authenticate
