@@ -50,6 +50,11 @@ COMPONENTS: tuple[Any, ...] = (
     s.NewKey,
     s.KeyList,
     s.KeyCreate,
+    s.FederatedCredential,
+    s.FederatedCredentialList,
+    s.FederatedCredentialCreate,
+    s.FederatedCredentialTest,
+    s.FederatedTestResult,
     s.SigningKey,
     s.SigningKeyList,
     s.SigningKeyRotate,
@@ -175,7 +180,10 @@ _DESCRIPTIONS = {
     ),
     404: "No such resource in the caller's account.",
     405: "Method not allowed.",
-    409: "Conflict: client_locked, name_taken, too_many_secrets or too_many_keys.",
+    409: (
+        "Conflict: client_locked, name_taken, too_many_secrets, too_many_keys "
+        "or too_many_credentials."
+    ),
     412: "If-Match no longer matches the client's ETag; nothing changed.",
     413: "Request body larger than 64 KiB.",
     415: "Request body is not application/json.",
@@ -202,6 +210,7 @@ _PATH_PARAMETERS = {
     "client_id": "The client id.",
     "secret_id": "The secret id.",
     "kid": "The key id.",
+    "credential_id": "The federated credential id.",
     "resource_server_id": "The resource server id.",
 }
 _IF_MATCH = {
@@ -475,8 +484,8 @@ def _other_paths() -> dict[str, dict]:
 
 
 _SCOPE_DESCRIPTIONS = {
-    "clients:read": "Read clients, their secrets and keys.",
-    "clients:write": "Change clients, their secrets and keys.",
+    "clients:read": "Read clients, their secrets, keys and federated credentials.",
+    "clients:write": "Change clients, their secrets, keys and federated credentials.",
     "keys:read": "Read signing keys (system account).",
     "keys:write": "Rotate signing keys (system account).",
     "audit:read": "Read the audit log.",
@@ -506,6 +515,7 @@ def build_document(app: Flask) -> dict:
                 "clients",
                 "secrets",
                 "keys",
+                "federated-credentials",
                 "resource-servers",
                 "signing-keys",
                 "audit",

@@ -3,6 +3,7 @@
 from app.api import (  # noqa: F401
     audit,
     clients,
+    federated_credentials,
     keys,
     openapi,
     resource_servers,

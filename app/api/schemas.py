@@ -41,6 +41,7 @@ from typing_extensions import TypedDict
 from werkzeug.exceptions import UnsupportedMediaType
 
 from app.audit.events import AuditAction
+from app.clients import federation
 from app.clients import keys as client_keys
 from app.clients.hashing import SECRET_PREFIX
 from app.clients.secrets import MAX_GRACE_PERIOD, MAX_SECRET_LIFETIME
@@ -51,6 +52,7 @@ from app.clients.service import (
     SYSTEM_ACCOUNT,
 )
 from app.errors import BadRequest, ValidationError
+from app.federation import verify
 from app.models import KEY_STATUSES
 from app.models import Client as ClientRow
 from app.models.client import (
@@ -71,6 +73,15 @@ from app.models.client import (
     SECURITY_PROFILES,
     SUBJECT_DN_MAX_LENGTH,
     TAG_MAX_LENGTH,
+)
+from app.models.federated_credential import (
+    DEFAULT_TOKEN_AGE,
+    FEDERATED_AUDIENCE_MAX_LENGTH,
+    ISSUER_MAX_LENGTH,
+    JWKS_URI_MAX_LENGTH,
+    MAX_TOKEN_AGE,
+    MIN_TOKEN_AGE,
+    SUBJECT_MAX_LENGTH,
 )
 from app.models.resource_server import (
     IDENTIFIER_MAX_LENGTH,
@@ -104,6 +115,10 @@ TIME_SCHEMA = {
     "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
 }
 MAX_LIMIT, DEFAULT_LIMIT = 1000, 20
+MAX_ASSERTION_LENGTH = verify.MAX_ASSERTION_LENGTH
+#: Why a dry run tried no credential (docs/api.md §2.8).
+NOT_FEDERATED = "not_federated"
+DRY_RUN_ERRORS = (verify.MALFORMED, verify.NO_CREDENTIALS, NOT_FEDERATED)
 MAX_CURSOR_LENGTH = 512
 
 
@@ -362,6 +377,103 @@ class KeyCreate(TypedDict, total=False):
 @with_config(STRICT)
 class SigningKeyRotate(TypedDict):
     """No fields; the body may be empty."""
+
+
+# Federated credentials (docs/api.md §1.3, §2.8).
+
+ClaimRule = (
+    Annotated[str, StringConstraints(max_length=federation.CLAIM_VALUE_MAX_LENGTH)]
+    | Annotated[
+        list[Annotated[str, StringConstraints(max_length=federation.CLAIM_VALUE_MAX_LENGTH)]],
+        Field(min_length=1, max_length=federation.MAX_CLAIM_VALUES),
+        AfterValidator(_no_repeats),
+    ]
+)
+ClaimRules = Annotated[
+    dict[str, ClaimRule],
+    Field(
+        max_length=federation.MAX_CLAIMS,
+        description="Claim -> the required string, or a list of allowed strings; "
+        "every entry must match.",
+    ),
+]
+FederationUrl = Annotated[
+    str, StringConstraints(min_length=1, max_length=JWKS_URI_MAX_LENGTH, pattern=AUDIENCE_PATTERN)
+]
+FederatedSubject = Annotated[
+    str, StringConstraints(min_length=1, max_length=SUBJECT_MAX_LENGTH, pattern=NO_CONTROL_PATTERN)
+]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class InlineJWKS(TypedDict):
+    """A JWK Set (RFC 7517 §5) of the issuer's public keys; the service decides which it accepts."""
+
+    keys: Annotated[list[PublicJWK], Field(min_length=1, max_length=federation.MAX_JWKS_KEYS)]
+
+
+@with_config(STRICT)
+class FederatedCredentialCreate(TypedDict):
+    """Give exactly one of subject and subject_pattern; jwks_uri or jwks, or neither (discovery)."""
+
+    name: Name
+    issuer: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=ISSUER_MAX_LENGTH, pattern=AUDIENCE_PATTERN),
+        Field(description="The JWT's iss: an https URL (http too with FEDERATION_ALLOW_INSECURE)."),
+    ]
+    subject: NotRequired[FederatedSubject | None]
+    subject_pattern: NotRequired[
+        Annotated[
+            FederatedSubject,
+            Field(
+                description="Matches sub as a whole: * any run of characters (/ and : "
+                "included), ? one character, everything else literal."
+            ),
+        ]
+        | None
+    ]
+    claims: NotRequired[ClaimRules]
+    audience: NotRequired[
+        Annotated[
+            str,
+            StringConstraints(
+                min_length=1, max_length=FEDERATED_AUDIENCE_MAX_LENGTH, pattern=AUDIENCE_PATTERN
+            ),
+            Field(description="Must be in the JWT's aud; default: this server's issuer."),
+        ]
+    ]
+    jwks_uri: NotRequired[FederationUrl | None]
+    jwks: NotRequired[InlineJWKS | None]
+    max_token_age: NotRequired[
+        Annotated[
+            int,
+            Field(
+                ge=MIN_TOKEN_AGE,
+                le=MAX_TOKEN_AGE,
+                description="Seconds since iat (or, without iat, until exp) at most.",
+                json_schema_extra={"default": DEFAULT_TOKEN_AGE},
+            ),
+        ]
+    ]
+    single_use: NotRequired[
+        Annotated[
+            bool,
+            Field(
+                description="Each jti is accepted once (the JWT must have one).",
+                json_schema_extra={"default": False},
+            ),
+        ]
+    ]
+
+
+@with_config(STRICT)
+class FederatedCredentialTest(TypedDict):
+    assertion: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_ASSERTION_LENGTH),
+        Field(description="The platform's JWT; checked, never stored, logged or consumed."),
+    ]
 
 
 # Resource servers (docs/api.md §2.7).
@@ -656,6 +768,70 @@ class KeyList(BaseModel):
     model_config = ROWS
 
     data: list[Key]
+
+
+class FederatedCredential(BaseModel):
+    """A federated credential (docs/api.md §2.8)."""
+
+    model_config = ROWS
+
+    id: Annotated[str, ReadOnly]
+    name: Name
+    issuer: str
+    subject: str | None
+    subject_pattern: str | None
+    claims: dict[str, str | list[str]]
+    audience: str
+    jwks_uri: str | None
+    jwks: dict[str, Any] | None
+    max_token_age: Annotated[int, Field(ge=MIN_TOKEN_AGE, le=MAX_TOKEN_AGE)]
+    single_use: bool
+    created_at: Annotated[Time, ReadOnly]
+    last_used_at: Annotated[
+        Time | None,
+        Field(
+            description="Last successful authentication, written at most every "
+            "LAST_USED_RESOLUTION seconds (default 60)."
+        ),
+    ]
+
+
+class FederatedCredentialList(BaseModel):
+    model_config = ROWS
+
+    data: list[FederatedCredential]
+
+
+class FederatedCheck(BaseModel):
+    """One credential's outcome in a dry run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    matched: bool
+    failed_check: Annotated[
+        Annotated[str, OneOf(verify.CHECKS)] | None,
+        Field(description="The first check that failed, in the order they run; null: matched."),
+    ]
+    detail: Annotated[
+        str | None, Field(description="Which claim, or what about the keys or algorithm.")
+    ]
+
+
+class FederatedTestResult(BaseModel):
+    """A dry run: which credential would accept the assertion, or why each would not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matched: bool
+    credential_id: str | None
+    credential_name: str | None
+    error: Annotated[
+        Annotated[str, OneOf(DRY_RUN_ERRORS)] | None,
+        Field(description="Why no credential was tried at all; null when they were."),
+    ]
+    results: list[FederatedCheck]
 
 
 class SigningKey(BaseModel):
