@@ -381,14 +381,46 @@ class SigningKeyRotate(TypedDict):
 
 # Federated credentials (docs/api.md §1.3, §2.8).
 
-ClaimRule = (
-    Annotated[str, StringConstraints(max_length=federation.CLAIM_VALUE_MAX_LENGTH)]
-    | Annotated[
-        list[Annotated[str, StringConstraints(max_length=federation.CLAIM_VALUE_MAX_LENGTH)]],
-        Field(min_length=1, max_length=federation.MAX_CLAIM_VALUES),
-        AfterValidator(_no_repeats),
-    ]
-)
+
+def _claim_rule(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) > federation.CLAIM_VALUE_MAX_LENGTH:
+            raise PydanticCustomError(
+                "claim_rule", f"must be at most {federation.CLAIM_VALUE_MAX_LENGTH} characters"
+            )
+        return value
+    if (
+        isinstance(value, list)
+        and 0 < len(value) <= federation.MAX_CLAIM_VALUES
+        and all(isinstance(v, str) and len(v) <= federation.CLAIM_VALUE_MAX_LENGTH for v in value)
+    ):
+        return _no_repeats(value)
+    raise PydanticCustomError(
+        "claim_rule",
+        f"must be a string or a list of 1 to {federation.MAX_CLAIM_VALUES} strings",
+    )
+
+
+_CLAIM_STRING = {"type": "string", "maxLength": federation.CLAIM_VALUE_MAX_LENGTH}
+# One validator, so an error names the claim and not pydantic's union member.
+ClaimRule = Annotated[
+    Any,
+    AfterValidator(_claim_rule),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _CLAIM_STRING,
+                {
+                    "type": "array",
+                    "items": _CLAIM_STRING,
+                    "minItems": 1,
+                    "maxItems": federation.MAX_CLAIM_VALUES,
+                    "uniqueItems": True,
+                },
+            ]
+        }
+    ),
+]
 ClaimRules = Annotated[
     dict[str, ClaimRule],
     Field(
