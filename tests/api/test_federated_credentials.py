@@ -1,4 +1,4 @@
-"""Integration: the federated credentials API (docs/api.md §2.8) over HTTP, real database and crypto."""
+"""Integration: the federated credentials API (docs/api.md §2.8) over HTTP with real crypto."""
 
 from __future__ import annotations
 
