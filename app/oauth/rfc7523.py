@@ -33,6 +33,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
 from app.clients.records import ClientRecord, KeyRecord
+from app.federation import verify as federation_verify
 from app.oauth import federated, rfc9449
 from app.oauth.client_auth import AuthMethod, QueryClient
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest
@@ -285,7 +286,9 @@ def federated_issuer(request: FormRequest) -> tuple[str, object] | None:
     assertion = form.get("client_assertion")
     if not client_id or not assertion or form.get("client_assertion_type") != ASSERTION_TYPE:
         return None
-    parsed = parse_unverified(assertion)
+    # Parsed as the federated checks parse it, so that a JWS they would refuse
+    # (alg none, with its empty signature) is refused, and logged, by them.
+    parsed = federation_verify.parse_unverified(assertion)
     if parsed is None:
         return None
     issuer = parsed[1].get("iss")

@@ -72,7 +72,14 @@ def claimed_client_id(request: FormRequest) -> str | None:
             claims = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError:
             claims = {}
-        subject = claims.get("sub") if isinstance(claims, dict) else None
+        if not isinstance(claims, dict):
+            claims = {}
+        named = data.get("client_id")
+        if named and claims.get("iss") != named:
+            # A federated assertion (docs/api.md §1.3): its sub names the
+            # workload, and the client is the one client_id names.
+            return named
+        subject = claims.get("sub")
         if isinstance(subject, str) and subject:
             return subject
     client_id = data.get("client_id")

@@ -40,6 +40,23 @@ def unsigned_assertion(claims: dict) -> str:
             None,
             "named",
         ),
+        (
+            # Federated (docs/api.md §1.3): the sub is the workload's, client_id the client.
+            [
+                ("client_assertion", unsigned_assertion({"iss": "https://ci", "sub": "repo:a"})),
+                ("client_id", "named"),
+            ],
+            None,
+            "named",
+        ),
+        (
+            [
+                ("client_assertion", unsigned_assertion({"iss": "named", "sub": "named"})),
+                ("client_id", "named"),
+            ],
+            None,
+            "named",
+        ),
         ([("client_assertion", "not-a-jwt")], None, None),
         ([("client_id", "")], None, None),
         ([], None, None),
