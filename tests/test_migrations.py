@@ -42,6 +42,7 @@ TABLES = {
     "server_settings",
     "resource_servers",
     "console_sessions",
+    "federated_credentials",
 }
 
 
@@ -343,3 +344,104 @@ def test_audiences_become_resource_servers_postgresql(scratch_database_url, tmp_
     if not scratch_database_url.startswith("postgresql"):
         pytest.skip("DATABASE_URL is not PostgreSQL")
     _check_audiences_become_resource_servers(scratch_database_url, tmp_path)
+
+
+# --- 0008: federated credentials -------------------------------------------------------------
+
+
+def _insert_credential(conn, fid: str, client_id: str, name: str, **values) -> None:
+    row = {
+        "id": fid,
+        "client_id": client_id,
+        "name": name,
+        "issuer": "https://token.actions.githubusercontent.com",
+        "subject": "repo:acme/billing:ref:refs/heads/main",
+        "subject_pattern": None,
+        "claims": json.dumps({"repository_owner": "acme"}),
+        "audience": "http://localhost:5000",
+        "jwks_uri": None,
+        "jwks": None,
+        "max_token_age": 3600,
+        "single_use": False,
+        "created_at": "2026-12-01 00:00:00+00:00",
+        **values,
+    }
+    conn.execute(
+        sa.text(
+            "INSERT INTO federated_credentials (id, client_id, name, issuer, subject,"
+            " subject_pattern, claims, audience, jwks_uri, jwks, max_token_age, single_use,"
+            " created_at) VALUES (:id, :client_id, :name, :issuer, :subject, :subject_pattern,"
+            " :claims, :audience, :jwks_uri, :jwks, :max_token_age, :single_use, :created_at)"
+        ),
+        row,
+    )
+
+
+def _check_federated_credentials_revision(url: str, tmp_path: Path) -> None:
+    """Revision 0008 on a database with clients: the table, its rules, and back down."""
+    app = _app(url, tmp_path)
+    with app.app_context():
+        try:
+            upgrade(revision="0007")
+            with db.engine.begin() as conn:
+                cid, _ = _insert_client(conn, "acme", "ci", [], ["read"], 600, runtime().pepper)
+            upgrade(revision="0008")
+            with db.engine.begin() as conn:
+                _insert_credential(conn, "f1", cid, "github")
+                _insert_credential(
+                    conn, "f2", cid, "k8s", subject=None, subject_pattern="system:serviceaccount:*"
+                )
+            refused = [
+                # Both a subject and a pattern, or neither.
+                {"subject_pattern": "repo:*"},
+                {"subject": None},
+                # max_token_age outside 60..86400.
+                {"max_token_age": 59},
+                {"max_token_age": 86401},
+                # The same name twice for one client.
+                {"name": "github"},
+                # A client that does not exist.
+                {"client_id": "nobody"},
+            ]
+            for values in refused:
+                name = values.pop("name", "other")
+                with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+                    if conn.dialect.name == "sqlite":
+                        conn.execute(sa.text("PRAGMA foreign_keys = ON"))
+                    _insert_credential(conn, "f9", values.pop("client_id", cid), name, **values)
+            rows = db.session.execute(
+                sa.text("SELECT id, name, claims FROM federated_credentials ORDER BY id")
+            ).all()
+            assert [(r[0], r[1]) for r in rows] == [("f1", "github"), ("f2", "k8s")]
+            claims = rows[0][2] if isinstance(rows[0][2], dict) else json.loads(rows[0][2])
+            assert claims == {"repository_owner": "acme"}
+            db.session.remove()
+            if db.engine.dialect.name == "postgresql":
+                # ON DELETE CASCADE: a client's credentials go with it.
+                with db.engine.begin() as conn:
+                    conn.execute(sa.text("DELETE FROM clients WHERE id = :id"), {"id": cid})
+                    left = conn.execute(sa.text("SELECT count(*) FROM federated_credentials"))
+                    assert left.scalar() == 0
+                    cid, _ = _insert_client(conn, "acme", "ci", [], ["read"], 600, runtime().pepper)
+                    _insert_credential(conn, "f1", cid, "github")
+
+            downgrade(revision="0007")
+            db.session.remove()
+            assert "federated_credentials" not in _tables()
+            assert db.session.execute(sa.text("SELECT name FROM clients")).scalar() == "ci"
+            db.session.remove()
+            upgrade()
+            assert "federated_credentials" in _tables()
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_federated_credentials_revision_sqlite(tmp_path):
+    _check_federated_credentials_revision(_sqlite_url(tmp_path), tmp_path)
+
+
+def test_federated_credentials_revision_postgresql(scratch_database_url, tmp_path):
+    if not scratch_database_url.startswith("postgresql"):
+        pytest.skip("DATABASE_URL is not PostgreSQL")
+    _check_federated_credentials_revision(scratch_database_url, tmp_path)
