@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from app.api import schemas as client_rules
 from app.api.openapi import SCHEMAS
 from tests.conftest import basic_auth
+from tests.oauth.federation import Issuer, credential_body
 
 API = "/api/v1"
 DOC_URI = "urn:ccserver:openapi"
@@ -50,6 +51,10 @@ CONTRACT_OPERATIONS = {
     ("post", "/api/v1/clients/{client_id}/keys"),
     ("get", "/api/v1/clients/{client_id}/keys"),
     ("delete", "/api/v1/clients/{client_id}/keys/{kid}"),
+    ("get", "/api/v1/clients/{client_id}/federated-credentials"),
+    ("post", "/api/v1/clients/{client_id}/federated-credentials"),
+    ("delete", "/api/v1/clients/{client_id}/federated-credentials/{credential_id}"),
+    ("post", "/api/v1/clients/{client_id}/federated-credentials/test"),
     ("get", "/api/v1/signing-keys"),
     ("post", "/api/v1/signing-keys/rotate"),
     ("get", "/api/v1/audit-events"),
@@ -465,12 +470,31 @@ def test_real_responses_of_every_operation_match_the_document(
     client.delete(f"{API}/clients/{cid}/keys/{made.get_json()['kid']}", headers=acme)
     client.delete(f"{API}/clients/{cid}/keys/{missing}", headers=acme)  # 404
 
+    # Federated credentials.
+    fed = f"{API}/clients/{cid}/federated-credentials"
+    platform = Issuer("https://token.actions.githubusercontent.com", "ES256")
+    made = client.post(fed, json=credential_body(platform, subject="repo:a/b:*"), headers=acme)
+    client.post(
+        fed, json=credential_body(platform, subject="a", subject_pattern="b*"), headers=acme
+    )
+    client.post(fed, data="x", headers=acme)  # 415
+    client.post(fed, json=credential_body(platform, subject="s"), headers=reader)  # 403
+    client.get(fed, headers=acme)
+    client.get(f"{API}/clients/{missing}/federated-credentials", headers=acme)  # 404
+    client.post(f"{fed}/test", json={"assertion": platform.token("repo:a/b:x")}, headers=acme)
+    client.post(f"{fed}/test", json={"assertion": platform.token("other")}, headers=acme)
+    client.post(f"{fed}/test", json={"assertion": "garbage"}, headers=acme)
+    client.post(f"{fed}/test", json={}, headers=acme)  # 400
+    client.delete(f"{fed}/{missing}", headers=acme)  # 404
+    client.delete(f"{fed}/{made.get_json()['id']}", headers=acme)
+
     # Locked: every change is 409.
     client.patch(f"{API}/clients/{cid}", json={"locked": True}, headers=acme)
     client.patch(f"{API}/clients/{cid}", json={"tags": ["y"]}, headers=acme)
     client.post(f"{API}/clients/{cid}/secrets", headers=acme)
     client.post(f"{API}/clients/{cid}/secrets/rotate", headers=acme)
     client.post(f"{API}/clients/{cid}/keys", json={}, headers=acme)
+    client.post(fed, json=credential_body(platform, subject="s"), headers=acme)
     client.delete(f"{API}/clients/{cid}", headers=acme)
     client.patch(f"{API}/clients/{cid}", json={"locked": False}, headers=acme)
 
