@@ -304,3 +304,15 @@ def test_dpop_nonces_refuses_anything_else(monkeypatch):
     monkeypatch.setenv("DPOP_NONCES", "yes")
     with pytest.raises(SettingsError, match="DPOP_NONCES"):
         build_settings()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("1", True)])
+def test_federation_allow_insecure_is_0_or_1(monkeypatch, value, expected):
+    monkeypatch.setenv("FEDERATION_ALLOW_INSECURE", value)
+    assert build_settings().federation_allow_insecure is expected
+
+
+def test_federation_allow_insecure_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv("FEDERATION_ALLOW_INSECURE", "true")
+    with pytest.raises(SettingsError, match="FEDERATION_ALLOW_INSECURE"):
+        build_settings()
