@@ -35,6 +35,12 @@ class SubjectPattern:
     def __repr__(self) -> str:
         return f"SubjectPattern({self.text!r})"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SubjectPattern) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
     def matches(self, subject: str) -> bool:
         pieces, widths = self._pieces, self._widths
         if len(pieces) == 1:

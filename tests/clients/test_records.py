@@ -23,6 +23,7 @@ from app.models import ClientSecret
 from app.runtime import runtime
 from app.timeutil import utcnow
 from tests.oauth.assertions import make_key, register_key
+from tests.oauth.federation import Issuer, add_credential, credential_body
 
 
 def as_dict(record) -> dict:
@@ -45,6 +46,13 @@ def test_one_statement_reads_what_the_core_selects_read(app, client, factory):
     # A second secret that expires, and a registered key: every nested shape is filled.
     assert client.post(f"/api/v1/clients/{cid}/secrets", headers=headers).status_code == 201
     register_key(client, headers, cid, make_key("ES256"))
+    platform = Issuer("https://token.actions.githubusercontent.com", "ES256")
+    fed = [
+        credential_body(platform, name="b", subject="s", claims={"owner": ["a", "b"]}),
+        credential_body(platform, name="a", subject_pattern="repo:*", jwks=None, single_use=True),
+    ]
+    for body in fed:
+        add_credential(client, headers, cid, body)
     expiry = utcnow().replace(microsecond=123456) + timedelta(hours=1)
     with app.app_context():
         first = (
@@ -58,6 +66,12 @@ def test_one_statement_reads_what_the_core_selects_read(app, client, factory):
         one = one_statement.load(cid)
         assert as_dict(one) == as_dict(core)
         assert len(one.secrets) == 2 and len(one.keys) == 1
+        # Federated credentials oldest first, every field as stored.
+        assert [f.name for f in one.federated] == ["b", "a"]
+        assert one.federated[0].jwks == {"keys": [platform.public_jwk]}
+        assert one.federated[0].claims == {"owner": ["a", "b"]}
+        assert one.federated[1].subject_pattern.matches("repo:x")
+        assert one.federated[1].single_use is True and one.federated[1].jwks is None
         assert expiry in {s.expires_at for s in one.secrets}
         assert all(
             s.expires_at is None or s.expires_at.utcoffset() == timedelta(0) for s in one.secrets
