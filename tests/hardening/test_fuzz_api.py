@@ -41,6 +41,7 @@ TABLES = [
     "audit_events",
     "revoked_tokens",
     "used_assertions",
+    "federated_credentials",
 ]
 
 

@@ -233,7 +233,7 @@ def test_dry_run_names_the_matching_credential(client, admin, secretless, creden
 
 @pytest.mark.parametrize(
     ("assertion", "error"),
-    [("not-a-jwt", "malformed"), ("a.b.c", "malformed")],
+    [("not-a-jwt", "malformed"), ("a.b.c", "malformed"), ("a" * 20_000, "malformed")],
 )
 def test_dry_run_of_a_malformed_assertion(client, admin, secretless, credential, assertion, error):
     answer = dry_run(client, admin, secretless, assertion).get_json()
