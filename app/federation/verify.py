@@ -2,7 +2,7 @@
 
 One implementation for the token endpoint (app.oauth.rfc7523) and the dry
 run (`POST .../federated-credentials/test`): `verify` runs every check of
-each credential in the contract's order (issuer, signature, audience,
+each credential in docs/api.md §1.3's order (issuer, signature, audience,
 expiry, age, subject, claims, replay) and says which one failed, so the
 token endpoint can log why it answered 401 and the dry run can show it. No
 reason ever reaches the client at the token endpoint.

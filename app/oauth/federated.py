@@ -9,7 +9,7 @@ every failed authentication and counts towards the failure limits. Why it
 failed goes to the server's log at INFO: the client id, the unverified
 issuer and each credential's failed check, never the assertion.
 
-Only the token endpoint accepts federated assertions: the contract names it
+Only the token endpoint accepts federated assertions: docs/api.md §1.3 names it
 alone, and a workload that holds no secret has nothing to introspect or
 revoke with at the others.
 """
