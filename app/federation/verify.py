@@ -30,6 +30,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from app import jose
 from app.clients.federation import key_fits_alg
 from app.clients.records import FederatedRecord
 from app.federation.issuer_keys import IssuerKeysUnavailable, issuer_keys
@@ -105,16 +106,8 @@ def _number(value: object) -> float | None:
 
 def parse_unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Header and claims, unverified; None unless a small, well-formed compact JWS."""
-    if not isinstance(assertion, str) or len(assertion) > MAX_ASSERTION_LENGTH:
-        return None
-    try:
-        decoded = jwt.api_jwt.decode_complete(assertion, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
-        return None
-    header, claims = decoded["header"], decoded["payload"]
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        return None
-    return header, claims
+    parsed = jose.parse(assertion, MAX_ASSERTION_LENGTH)
+    return (parsed.header, parsed.claims) if parsed is not None else None
 
 
 def _fits(alg: str, key: object) -> bool:
@@ -173,7 +166,7 @@ class _Keys:
                 if self.kid is not None and jwk.get("kid") not in (None, self.kid):
                     continue
                 if key_fits_alg(jwk, alg):
-                    keys.append(jwt.PyJWK(jwk, algorithm=alg).key)
+                    keys.append(jose.public_key(jwk, alg))
             return keys
         fetched = issuer_keys().signing_keys(
             credential.issuer, jwks_uri=credential.jwks_uri, kid=self.kid
@@ -192,12 +185,8 @@ class _Keys:
         candidates = [key for key in candidates if _fits(alg, key)]
         if not candidates:
             return SIGNATURE, "no key of the issuer fits the header's kid and alg"
-        jws = jwt.PyJWS(algorithms=[alg])
-        for key in candidates:
-            try:
-                jws.decode_complete(self.assertion, key=key, algorithms=[alg])
-            except (jwt.PyJWTError, ValueError, TypeError):
-                continue
+        jws = jose.parse(self.assertion, MAX_ASSERTION_LENGTH)
+        if jws is not None and any(jose.verify(jws, alg, key) for key in candidates):
             return None, None
         return SIGNATURE, "the signature does not verify"
 

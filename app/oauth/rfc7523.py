@@ -18,20 +18,16 @@ importing the JWK costs 15-50 µs more per assertion, most for RSA keys
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 import time
 from collections.abc import Collection, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
 
 import jwt
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
+from app import jose
 from app.clients.records import ClientRecord, KeyRecord
 from app.federation import verify as federation_verify
 from app.oauth import federated, rfc9449
@@ -51,33 +47,25 @@ MAX_ASSERTION_LENGTH = 16 * 1024
 MAX_HEADER_LENGTH = 2048
 MAX_JTI_LENGTH = 255
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "jti"]
 #: The request being authenticated, for `validate_jti` (Authlib passes only claims).
 _current_request: ContextVar[FormRequest] = ContextVar("private_key_jwt_request")
 
 
-def _b64json(segment: str) -> Any:
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    return json.loads(raw.decode("utf-8"))
+def parse_assertion(assertion: object) -> jose.CompactJWS | None:
+    """A signed compact JWS (RFC 7515 §7.1) of a sane size, unverified; None when malformed."""
+    parsed = jose.parse(assertion, MAX_ASSERTION_LENGTH)
+    if parsed is None or not parsed.signature:
+        return None
+    if parsed.signing_input.index(b".") > MAX_HEADER_LENGTH:
+        return None
+    return parsed
 
 
 def parse_unverified(assertion: str) -> tuple[dict, dict] | None:
     """Header and claims of a compact JWS (RFC 7515 §7.1), unverified; None when malformed."""
-    if len(assertion) > MAX_ASSERTION_LENGTH or not COMPACT_JWS.fullmatch(assertion):
-        return None
-    header_segment, payload_segment, _ = assertion.split(".")
-    if len(header_segment) > MAX_HEADER_LENGTH:
-        return None
-    try:
-        header = _b64json(header_segment)
-        claims = _b64json(payload_segment)
-    except (binascii.Error, ValueError, RecursionError):
-        # ValueError covers bad UTF-8 and bad JSON alike.
-        return None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        return None
-    return header, claims
+    parsed = parse_assertion(assertion)
+    return (parsed.header, parsed.claims) if parsed is not None else None
 
 
 def audiences(issuer: str, endpoint: str) -> list[str]:
@@ -223,11 +211,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
         :raise InvalidClientError: no key verifies it, or a claim is wrong.
         """
-        header = _b64json(assertion.partition(".")[0])  # well-formed: extract_assertion said so
+        jws = parse_assertion(assertion)
+        if jws is None:  # extract_assertion has read it already; never true
+            raise InvalidClientError(description="Invalid JWT assertion.")
         fapi2 = resolve_key.fapi2
         algorithms = self.fapi2_algorithms if fapi2 else self.algorithms
-        for key in candidate_keys(resolve_key.keys, header, algorithms):
-            claims = self._verify(assertion, key)
+        for key in candidate_keys(resolve_key.keys, jws.header, algorithms):
+            claims = self._verify(jws, key)
             if claims is None:
                 continue
             if fapi2 and not fapi2_claims_acceptable(claims, self.issuer, time.time()):
@@ -237,20 +227,25 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return claims
         raise InvalidClientError(description="Invalid JWT assertion.")
 
-    def _verify(self, assertion: str, key: KeyRecord) -> dict | None:
+    def _verify(self, jws: jose.CompactJWS, key: KeyRecord) -> dict | None:
         """Claims if the signature, aud, exp, nbf and iat check out under this key."""
-        try:
-            public_key = jwt.PyJWK(key.public_jwk, algorithm=key.alg).key
-            return jwt.decode(
-                assertion,
-                public_key,
-                algorithms=[key.alg],
-                audience=self.accepted_audiences,
-                leeway=LEEWAY,
-                options={"require": REQUIRED_CLAIMS, "strict_aud": False},
-            )
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError, RecursionError):
+        if jws.header.get("alg") != key.alg:
             return None
+        try:
+            public_key = jose.public_key(key.public_jwk, key.alg)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            return None
+        if not jose.verify(jws, key.alg, public_key):
+            return None
+        if not jose.registered_claims_ok(
+            jws.claims,
+            audiences=self.accepted_audiences,
+            now=time.time(),
+            leeway=LEEWAY,
+            required=REQUIRED_CLAIMS,
+        ):
+            return None
+        return jws.claims
 
     def verify_claims(self, claims: dict) -> None:
         """:raise InvalidClientError: a claim is wrong, or the jti was used before."""

@@ -208,8 +208,14 @@ def _bad_cases(pair: KeyPair, cid: str, other: KeyPair) -> dict:
     }
 
 
-def test_bad_assertions_are_identical_401(client, key, client_id):
-    """One app for every case keeps this fast; each case names itself on failure."""
+def test_bad_assertions_are_identical_401(make_app, key, client_id):
+    """One app for every case keeps this fast; each case names itself on failure.
+
+    Every case names the client, so each counts against it: this app's
+    per-client limit is above the number of cases (the limits have their
+    own tests in tests/hardening/test_rate_limit.py).
+    """
+    client = make_app(AUTH_FAILURE_LIMIT_CLIENT=100).test_client()
     cases = _bad_cases(key, client_id, make_key("ES256"))
     failures = {}
     for name, assertion in cases.items():
