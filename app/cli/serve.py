@@ -27,6 +27,7 @@ from app.extensions import db
 from app.models import Client
 from app.settings import settings
 from app.signing import keys as keys_service
+from app.startup import keys_dir_errors
 
 dev_cli = Blueprint("dev_cli", __name__, cli_group="dev")
 
@@ -212,3 +213,43 @@ def dev_serve() -> None:
         pass
     finally:
         server.server_close()
+
+
+def prepare_to_serve(app: Flask) -> None:
+    """serve.py's steps before granian starts: migrate, make keys, report, point at the admin.
+
+    :raise Exception: whatever a step raises; app.startup.explain names the setting.
+    """
+    from flask_migrate import upgrade
+
+    from app.http import logs
+
+    with app.app_context():
+        try:
+            upgrade()
+            # Alembic may have configured logging for itself: the server's format again.
+            logs.configure(app.config["LOG_FORMAT"])
+            keys_dir = app.config["KEYS_DIR"]
+            with keys_dir_errors(keys_dir):
+                made = keys_service.init_keys(
+                    app.config["SIGNING_ALG"], keys_dir, app.config["KEYS_PASSPHRASE"]
+                )
+            db.session.commit()
+            for key in made:
+                log.info("created %s signing key %s (%s)", key.status, key.kid, key.alg)
+            report_loaded(app)
+            if existing_admin() is None:
+                # Production logs go to log stores: say how, never print a secret.
+                log.warning(
+                    "no admin client exists: make the first with `DATABASE_URL=… .venv/bin/flask"
+                    " --app wsgi admin bootstrap` (it prints its id and secret once)"
+                )
+            issuer = app.config["ISSUER"]
+            log.info(
+                "serving %s",
+                "; ".join(f"{name} {url}" for name, url in endpoints(issuer).items()),
+            )
+        finally:
+            db.session.remove()
+            # No connection of this process may be inherited by granian's workers.
+            db.engine.dispose()

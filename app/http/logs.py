@@ -8,7 +8,7 @@ servers' own lines included: serve.py hands granian the same formatter
 handler installed here.
 
 The root logger keeps its level (WARNING), so libraries stay quiet; the
-server's own loggers (`app.*`, `ccserver.*`) and werkzeug's say INFO too.
+server's own loggers (`app.*`, `ccserver.*`), werkzeug's and alembic's migration lines say INFO too.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from app.http.access_log import ACCESS_LOGGER, JSONFormatter
 
 #: Loggers whose INFO lines are worth an operator's eye.
-SERVER_LOGGERS = ("app", "ccserver", "werkzeug")
+SERVER_LOGGERS = ("app", "ccserver", "werkzeug", "alembic.runtime.migration")
 
 
 class TextFormatter(logging.Formatter):
