@@ -98,3 +98,15 @@ def granian_log_config(log_format: str) -> dict[str, Any] | None:
             "granian.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
         },
     }
+
+
+def gunicorn_log_config(log_format: str) -> dict[str, Any] | None:
+    """gunicorn's `logconfig_dict` for LOG_FORMAT: its error and access lines as JSON too."""
+    config = granian_log_config(log_format)
+    if config is None:
+        return None
+    handler = {"handlers": ["console"], "level": "INFO", "propagate": False}
+    config["loggers"] = {"gunicorn.error": handler, "gunicorn.access": dict(handler)}
+    # The app's own root handler (configure) writes everything else.
+    config["root"] = {"level": "WARNING", "handlers": []}
+    return config
