@@ -49,6 +49,21 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each line (as logging.lastResort does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def formatter_for(log_format: str) -> logging.Formatter:
     """The formatter of LOG_FORMAT's lines."""
     return JSONFormatter() if log_format == "json" else TextFormatter()
@@ -63,7 +78,7 @@ def configure(log_format: str) -> None:
         for handler in ours:
             handler.setFormatter(formatter)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(formatter)
         handler.ccserver_root = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -65,6 +65,31 @@ def test_an_explicit_issuer_wins_over_port(base_config, migrated, monkeypatch):
             db.engine.dispose()
 
 
+# --- what a start loaded ----------------------------------------------------------------------
+
+
+def test_a_start_without_a_signing_key_says_so(app, caplog):
+    from app.cli.serve import report_loaded
+    from app.extensions import db
+    from app.models import SigningKey
+
+    caplog.set_level(logging.INFO, logger="app.cli.serve")
+    with app.app_context():
+        found = report_loaded(app)
+        assert found.current_keys and found.next_keys
+        assert any(
+            f"signing keys: current {found.current_keys[0]}" in r.getMessage()
+            for r in caplog.records
+        )
+        assert "database: " in caplog.records[0].getMessage()
+        caplog.clear()
+        db.session.execute(sa.delete(SigningKey))
+        db.session.commit()
+        report_loaded(app)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "no signing key" in warning.getMessage() and "keys init" in warning.getMessage()
+
+
 # --- failed authentications are logged --------------------------------------------------------
 
 

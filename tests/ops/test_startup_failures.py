@@ -204,3 +204,16 @@ def test_serve_prod_with_an_unsupported_scheme_is_one_json_line(keys_dir):
     assert "Traceback" not in done.stderr
     [error] = [json.loads(x) for x in done.stderr.splitlines() if x.strip()]
     assert "DATABASE_URL" in error["message"] and "mysql" in error["message"]
+
+
+def test_serve_prod_with_an_unusable_keys_dir_is_one_json_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = operator_env(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", blocker / "keys", PORT=str(_free_port())
+    )
+    done = serve_py(env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [error] = [json.loads(x) for x in done.stderr.splitlines() if '"level":"error"' in x]
+    assert error["message"].startswith("KEYS_DIR: cannot use")
