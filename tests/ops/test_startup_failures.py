@@ -52,12 +52,9 @@ def test_a_driver_that_is_not_installed_is_named(tmp_path, keys_dir):
     assert_one_line_failure(flask(env, "db", "upgrade"), "DATABASE_URL", "psycopg2")
 
 
-def test_postgresql_scheme_alone_means_psycopg():
-    os.environ["DATABASE_URL"] = "postgres://u:p@db.example:5432/ccserver"
-    try:
-        assert build_settings().database_url == "postgresql+psycopg://u:p@db.example:5432/ccserver"
-    finally:
-        del os.environ["DATABASE_URL"]
+def test_postgresql_scheme_alone_means_psycopg(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example:5432/ccserver")
+    assert build_settings().database_url == "postgresql+psycopg://u:p@db.example:5432/ccserver"
 
 
 @pytest.mark.parametrize(
