@@ -146,6 +146,21 @@ def test_introspection_failures_are_logged_too(client, auth_log):
     assert "client_id=nobody" in line and "endpoint=introspection" in line
 
 
+def test_a_refused_console_sign_in_is_logged_alike(factory, client, auth_log):
+    from tests.console.test_console import Console
+
+    cid, secret = factory.client()  # a standard client: not an admin
+    admin, _ = factory.admin()
+    console = Console(client)
+    assert console.signin(admin, "ccs_wrong-" + "z" * 30).status_code == 401
+    assert console.signin(cid, secret).status_code == 401
+    lines = _failures(auth_log)
+    assert f"client_id={admin} reason=invalid_credentials method=console_sign_in" in lines[0]
+    assert f"client_id={cid} reason=not_an_admin" in lines[1]
+    assert "endpoint=console" in lines[0]
+    assert "ccs_wrong-" not in auth_log.text and secret not in auth_log.text
+
+
 # --- log formats ----------------------------------------------------------------------------
 
 
