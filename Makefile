@@ -29,13 +29,14 @@ keys: migrate
 bootstrap: keys
 	$(FLASK) admin bootstrap
 
-run: bootstrap
-	$(FLASK) run --host 127.0.0.1 --port $(PORT)
+# `flask dev serve` makes the first admin itself and shows its secret once, in
+# the box of URLs it prints after the banner; PORT also moves the default ISSUER.
+run: keys
+	PORT=$(PORT) $(FLASK) dev serve
 
+# serve.py checks the port, runs `db upgrade` and `keys init` itself and logs
+# JSON; granian (chosen by `make bench`); gunicorn.conf.py stays usable.
 serve-prod: .venv
-	$(FLASK) db upgrade
-	$(FLASK) keys init
-	# granian (serve.py), chosen by `make bench`; gunicorn.conf.py stays usable.
 	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/python serve.py
 
 # Loopback load on the production server + the oidc-provider peer; not part of `make test`.

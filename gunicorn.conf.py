@@ -48,6 +48,16 @@ accesslog = os.environ.get("ACCESS_LOG") or None
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+# Production lines are JSON (app/http/logs.py), gunicorn's own included; the
+# workers' apps read LOG_FORMAT from the environment they inherit.
+os.environ.setdefault("LOG_FORMAT", "json")
+if os.environ["LOG_FORMAT"] == "json":
+    from app.http.logs import gunicorn_log_config
+
+    logconfig_dict = gunicorn_log_config("json")
+    if not accesslog and logconfig_dict:
+        # A logconfig_dict turns gunicorn's access log on; ACCESS_LOG decides, as before.
+        logconfig_dict["loggers"]["gunicorn.access"]["level"] = "WARNING"
 
 # Prometheus multi-process mode (app/http/metrics.py): each worker writes its
 # metrics to files here and /metrics sums them. Workers inherit it from this

@@ -10,18 +10,30 @@
     WORKERS_MAX_RSS (0: off)      recycle a worker whose RSS passes this many MiB
     LOG_LEVEL (info), ACCESS_LOG  granian's own log level; any ACCESS_LOG value
                                   turns granian's access log on
+    LOG_FORMAT (json)             text: human-readable lines instead
 
 granian was chosen by measurement (`make bench`, docs/performance.md): on
 this endpoint it spends far less CPU per request than gunicorn's sync or
 gthread workers. gunicorn.conf.py still works:
 `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Before granian binds, this process checks that the port is free (two
+servers on one port would split the traffic), builds the app once (a bad
+setting, database or KEYS_DIR ends here, in one line), runs `db upgrade` and
+`keys init` (both idempotent), logs what it loaded, and warns when no admin
+client exists with the command that makes one. LOG_FORMAT defaults to json
+here: every line, granian's own included, is one JSON object.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger("ccserver.serve")
 
 
 def _int(name: str, default: int) -> int:
@@ -40,18 +52,50 @@ def prepare_metrics_dir() -> None:
         path.unlink()
 
 
+def prepare(host: str, port: int) -> None:
+    """Everything before granian binds; one log line and exit status 1 on a start-up failure."""
+    from app.cli.serve import PortInUse, check_port
+
+    try:
+        check_port(host, port)
+    except PortInUse as busy:
+        log.error("%s", busy)
+        sys.exit(1)
+    from app import create_app
+    from app.cli.serve import prepare_to_serve
+    from app.startup import explain
+
+    try:
+        app = create_app()
+        prepare_to_serve(app)
+    except Exception as exc:
+        line = explain(exc)
+        if line is None:
+            raise
+        log.error("%s", line)
+        sys.exit(1)
+
+
 def main() -> None:
+    os.environ.setdefault("LOG_FORMAT", "json")
     from granian.constants import Interfaces
     from granian.log import LogLevels
     from granian.server import Server
 
+    from app.http import logs
+
+    log_format = os.environ["LOG_FORMAT"]
+    logs.configure(log_format)
+    # All interfaces by default: instances sit behind a load balancer or in a container.
+    host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104
+    port = _int("PORT", 5000)
     prepare_metrics_dir()
+    prepare(host, port)
     max_rss = _int("WORKERS_MAX_RSS", 0)
     Server(
         "wsgi:app",
-        # All interfaces by default: instances sit behind a load balancer or in a container.
-        address=os.environ.get("HOST", "0.0.0.0"),  # noqa: S104
-        port=_int("PORT", 5000),
+        address=host,
+        port=port,
         interface=Interfaces.WSGI,
         workers=_int("WORKERS", 2),
         blocking_threads=_int("THREADS", 4),
@@ -61,6 +105,7 @@ def main() -> None:
         workers_max_rss=max_rss or None,
         log_level=LogLevels(os.environ.get("LOG_LEVEL", "info").lower()),
         log_access=bool(os.environ.get("ACCESS_LOG")),
+        log_dictconfig=logs.granian_log_config(log_format),
         working_dir=Path(__file__).resolve().parent,
     ).serve()
 

@@ -14,8 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
+from app.http import logs
 from app.settings import EXTENSION_KEY, build_settings, flask_config
 from app.signing.keys_dir import tighten
+from app.startup import StartupError, install_excepthook, keys_dir_errors
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,14 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     :raise SettingsError: a setting's value is not valid.
     """
     overrides = _overrides(config)
+    if not overrides.get("TESTING"):
+        # A bad setting ends `flask --app wsgi …` with one line, not a traceback.
+        install_excepthook()
     settings = build_settings(overrides)
     app = Flask(__name__, instance_relative_config=False)
     app.config.update(flask_config(settings, overrides))
+    if not app.testing:
+        logs.configure(settings.log_format)
     _prepare_database_url(app)
 
     from app import models  # noqa: F401  (registers every table with the metadata)
@@ -51,7 +58,8 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
     # Start-up checks (docs/security.md#files-and-modes, #the-pepper).
-    tighten_keys_dir(settings.keys_dir)
+    with keys_dir_errors(settings.keys_dir):
+        tighten_keys_dir(settings.keys_dir)
     if not settings.keys_passphrase and not app.testing:
         log.warning(
             "KEYS_PASSPHRASE is not set: private signing keys in KEYS_DIR (%s) are stored"
@@ -60,7 +68,8 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
         )
     with app.app_context():
         try:
-            pepper = load_checked_pepper(settings.secret_pepper, settings.keys_dir)
+            with keys_dir_errors(settings.keys_dir):
+                pepper = load_checked_pepper(settings.secret_pepper, settings.keys_dir)
             # No database (or no schema yet): /readyz says so.
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 report_key_files(settings.keys_dir, settings.keys_passphrase)
@@ -128,6 +137,9 @@ def create_app(config: Mapping[str, Any] | type | None = None) -> Flask:
     # Last: the fast path serves token requests only while the app's request
     # hooks are the pipeline's alone, all registered by now.
     fastpath.install(app)
+    if not app.testing:
+        # Again: the access log's handler exists now and takes the format too.
+        logs.configure(settings.log_format)
     return app
 
 
@@ -179,20 +191,27 @@ def _private_sqlite_file(app: Flask, uri: str) -> None:
     if not path.is_absolute():
         # Flask-SQLAlchemy reads a relative SQLite path under the instance folder.
         path = Path(app.instance_path) / path
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        changed = tighten(path)
-        if changed:
-            log.warning(
-                "the SQLite database was readable by group or other; tightened: %s", changed
-            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            changed = tighten(path)
+            if changed:
+                log.warning(
+                    "the SQLite database was readable by group or other; tightened: %s", changed
+                )
+    except OSError as exc:
+        raise StartupError(
+            f"DATABASE_URL: cannot create the SQLite file {path} ({exc.strerror}): make"
+            " its directory writable by this user or point DATABASE_URL elsewhere"
+        ) from None
 
 
 def _register_blueprints(app: Flask) -> None:
     from app import api
     from app.api import routes  # noqa: F401  (attaches the resource views to api.bp)
+    from app.cli.serve import dev_cli
     from app.cli.setup import admin_cli, keys_cli
     from app.http import health
     from app.oauth import jwks, views
@@ -203,6 +222,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(keys_cli)
     app.register_blueprint(admin_cli)
+    app.register_blueprint(dev_cli)
 
     from app.cli import clients as clients_cli
 

@@ -26,6 +26,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 #: Where create_app keeps the app's Settings (read them with `settings()`).
 EXTENSION_KEY = "ccserver.settings"
 
+#: The port served when PORT is unset (`make run`, `make serve-prod`).
+DEFAULT_PORT = 5000
+
+#: Database kinds the server runs on, and the SQLAlchemy driver each must use.
+DATABASE_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+
 #: The shortest pepper accepted (SECRET_PEPPER or KEYS_DIR/pepper), in bytes: the
 #: HMAC-SHA-256 key of every client-secret hash (docs/security.md#the-pepper).
 MIN_PEPPER_BYTES = 32
@@ -33,7 +39,7 @@ MIN_PEPPER_BYTES = 32
 #: Fields only create_app's overrides set: not read from the environment.
 _OVERRIDE_ONLY = frozenset({"max_content_length", "assertion_signing_algs"})
 #: Fields read from the environment that are not app.config keys.
-_ENVIRONMENT_ONLY = frozenset({"threads"})
+_ENVIRONMENT_ONLY = frozenset({"threads", "port"})
 #: app.config keys that are not the field's name in capitals.
 _CONFIG_KEYS = {"database_url": "SQLALCHEMY_DATABASE_URI"}
 
@@ -44,6 +50,44 @@ class SettingsError(ValueError):
 
 def _default_database_url() -> str:
     return f"sqlite:///{BASE_DIR / 'instance' / 'ccserver.db'}"
+
+
+def normalise_database_url(value: str) -> str:
+    """DATABASE_URL checked for a database kind and driver this server runs on.
+
+    `postgresql://` and `postgres://` (as hosting platforms write them) mean
+    psycopg 3, the one PostgreSQL driver installed.
+
+    :raise ValueError: another database or driver, or not a URL; the message
+        says what to write instead and never echoes the URL (it may hold a password).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL; write postgresql+psycopg://USER:PASSWORD@HOST:5432/NAME"
+            " or sqlite:///PATH"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in DATABASE_DRIVERS:
+        raise ValueError(
+            f"{backend!r} is not supported; use PostgreSQL"
+            " (postgresql+psycopg://USER:PASSWORD@HOST:5432/NAME) or SQLite (sqlite:///PATH)"
+        )
+    driver = url.drivername.partition("+")[2]
+    expected = DATABASE_DRIVERS[backend]
+    if driver and driver != expected:
+        raise ValueError(
+            f"the {driver!r} driver is not installed; write {backend}+{expected}:// (or {backend}://)"
+        )
+    if backend == "postgresql" and url.drivername != "postgresql+psycopg":
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return value
 
 
 def _one_of(values: tuple[str, ...]) -> str:
@@ -78,7 +122,11 @@ class Settings(BaseSettings):
 
     # repr=False: URLs may hold passwords, and the rest are secrets.
     database_url: str = Field(default_factory=_default_database_url, repr=False)
-    issuer: str = "http://localhost:5000"
+    # The port `make run` and `make serve-prod` listen on; also the port of
+    # the default ISSUER, so that `PORT=5001 make run` names itself rightly.
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    # Unset (or empty): http://localhost:PORT.
+    issuer: str = ""
     keys_dir: str = str(BASE_DIR / "keys")
     keys_passphrase: str | None = Field(default=None, repr=False)
     signing_alg: str = "ES256"
@@ -140,6 +188,12 @@ class Settings(BaseSettings):
     # A header in which the proxy reports its chain validation ("SUCCESS");
     # empty: every forwarded certificate counts as verified by the proxy.
     client_cert_verify_header: str = ""
+    # text: one human-readable line per request (development); json: every
+    # line, the servers' own included, one JSON object (serve.py and
+    # gunicorn.conf.py default to json). app/http/logs.py.
+    log_format: Literal["text", "json"] = "text"
+    # Set: /metrics answers only requests with `Authorization: Bearer <it>`.
+    metrics_token: str | None = Field(default=None, repr=False)
     # RFC 9449 §8: DPoP proofs at the token endpoint and the management API
     # must carry a server nonce (stateless, app/oauth/rfc9449.py); 0: off.
     dpop_nonces: bool = False
@@ -165,10 +219,18 @@ class Settings(BaseSettings):
         # Overrides first; no .env file and no secrets directory, as before.
         return init_settings, _Environment(settings_cls)
 
-    @field_validator("issuer")
+    @field_validator("database_url")
     @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _supported_database(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @field_validator("issuer", mode="before")
+    @classmethod
+    def _issuer(cls, value: Any, info: ValidationInfo) -> Any:
+        # ISSUER unset follows PORT (a failed PORT is reported as itself).
+        if not value:
+            return f"http://localhost:{info.data.get('port', DEFAULT_PORT)}"
+        return value.rstrip("/") if isinstance(value, str) else value
 
     @field_validator("secret_pepper")
     @classmethod

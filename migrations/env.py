@@ -10,8 +10,10 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-# Keep the app's loggers (access log, rate limiter) alive when upgrade runs in-process.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Keep the app's loggers (access log, rate limiter) alive when upgrade runs in-process,
+# and keep its LOG_FORMAT (app/http/logs.py) when create_app set one up.
+if not any(getattr(h, "ccserver_root", False) for h in logging.getLogger().handlers):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 

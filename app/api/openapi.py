@@ -455,6 +455,18 @@ def _other_paths() -> dict[str, dict]:
                 "200": {
                     "description": "Metrics.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": {"description": "METRICS_TOKEN is set and the Bearer token is not it."},
+            },
+        ),
+        "/": _public_get(
+            "getRoot",
+            "The server's address leads to the console.",
+            "discovery",
+            {
+                "302": {
+                    "description": "To /console/.",
+                    "headers": {"Location": {"schema": {"type": "string", "const": "/console/"}}},
                 }
             },
         ),

@@ -21,6 +21,7 @@ from app.extensions import db
 from app.models import Client
 from app.runtime import runtime
 from app.signing import keys as keys_service
+from app.startup import keys_dir_errors
 from app.timeutil import isoformat
 
 keys_cli = Blueprint("keys_cli", __name__, cli_group="keys")
@@ -43,16 +44,27 @@ def _refused(error: keys_service.SigningKeysUnreadable) -> NoReturn:
 @keys_cli.cli.command("init")
 def keys_init() -> None:
     """Make the first current and next signing keys if there are none."""
+    alg, keys_dir, passphrase = _keys_args()
     try:
-        made = keys_service.init_keys(*_keys_args())
+        with keys_dir_errors(keys_dir):
+            made = keys_service.init_keys(alg, keys_dir, passphrase)
     except keys_service.SigningKeysUnreadable as refused:
         _refused(refused)
     db.session.commit()
-    if made:
-        for key in made:
-            click.echo(f"created {key.status} key {key.kid} ({key.alg})")
-    else:
-        click.echo("signing keys already initialised")
+    for key in made:
+        click.echo(f"created {key.status} key {key.kid} ({key.alg})")
+    if not made:
+        # Safe to run twice (the contract): say what is there, exit 0.
+        click.echo("signing keys already initialised; nothing made:")
+    kept = {key.kid for key in made}
+    for status in ("current", "next"):
+        for key in keys_service.keys_by_status()[status]:
+            if key.kid not in kept:
+                click.echo(
+                    f"  {status} key {key.kid} ({key.alg}), created {isoformat(key.created_at)}"
+                )
+    if not made:
+        click.echo(f"  KEYS_DIR: {keys_dir}")
 
 
 @keys_cli.cli.command("rotate")
@@ -115,6 +127,11 @@ def _create_admin(account: str, name: str) -> tuple[str, str]:
     return client.id, plaintext
 
 
+def bootstrap_admin() -> tuple[str, str]:
+    """Make the first system admin (`bootstrap-admin`): its id and secret, shown once."""
+    return _create_admin(SYSTEM_ACCOUNT, "bootstrap-admin")
+
+
 @admin_cli.cli.command("create")
 @click.option("--account", required=True, help="Account the admin client belongs to.")
 @click.option("--name", required=True, help="Client name, unique within the account.")
@@ -151,7 +168,7 @@ def admin_bootstrap() -> None:
     if existing:
         click.echo(f"A system admin client exists already ({existing}); nothing to do.")
         return
-    client_id, secret = _create_admin(SYSTEM_ACCOUNT, "bootstrap-admin")
+    client_id, secret = bootstrap_admin()
     click.echo("Bootstrap admin created (system account). Store the secret now:")
     click.echo(f"  client_id:     {client_id}")
     click.echo(f"  client_secret: {secret}")

@@ -25,6 +25,7 @@ from app.extensions import db
 from app.models import PEPPER_FINGERPRINT, ClientSecret, ServerSetting
 from app.settings import SettingsError
 from app.signing.keys_dir import PEPPER_FILE
+from app.startup import explain
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class _Stored:
     """What the database says about the pepper; `reachable` False: nothing known."""
 
     reachable: bool
+    #: Why the database could not be read (app.startup's line), when it could not.
+    problem: str = ""
     has_table: bool = False
     fingerprint: str | None = None
     secrets_exist: bool = False
@@ -60,10 +63,10 @@ def _read_stored() -> _Stored:
         secrets_exist = ClientSecret.__tablename__ in tables and bool(
             db.session.scalar(sa.select(ClientSecret.id).limit(1))
         )
-    except sa.exc.SQLAlchemyError:
+    except sa.exc.SQLAlchemyError as exc:
         db.session.rollback()
-        return _Stored(reachable=False)
-    return _Stored(True, has_table, fingerprint, secrets_exist)
+        return _Stored(reachable=False, problem=explain(exc) or type(exc).__name__)
+    return _Stored(True, "", has_table, fingerprint, secrets_exist)
 
 
 def _store(fingerprint: str) -> str | None:
@@ -98,15 +101,27 @@ def load_checked_pepper(configured: str | None, keys_dir: str) -> bytes:
     try:
         pepper = load_pepper(configured, keys_dir, create=may_create)
     except PepperMissing as missing:
-        reason = (
-            "the database already holds client secrets hashed with the old one"
-            if stored.reachable
-            else "the database cannot be reached to confirm no client secret needs the old one"
-        )
+        if not stored.reachable:
+            # The database is the first thing to fix: until it answers, nobody
+            # can tell whether a new pepper would orphan every secret.
+            raise PepperError(
+                f"{stored.problem} (the pepper file {missing} is missing too, and is made"
+                " only once the database shows that no client secret needs an old one)"
+            ) from None
+        elif stored.secrets_exist:
+            reason = (
+                "the database already holds client secrets hashed with the old one;"
+                " restore the file"
+            )
+        else:
+            reason = "the database holds the fingerprint of another pepper; restore the file"
         raise PepperError(
-            f"refusing to start: {missing} is missing and {reason}; restore the file"
+            f"refusing to start: {missing} is missing (KEYS_DIR={keys_dir}) and {reason}"
             " (or set SECRET_PEPPER to the old pepper) instead of making a new one"
         ) from None
+    except RuntimeError as unusable:
+        # An empty or short pepper file: one line, naming where it is.
+        raise PepperError(f"refusing to start: {unusable} (KEYS_DIR={keys_dir})") from None
     if not stored.reachable:
         log.warning("database unreachable at start: the pepper was not checked against it")
         return pepper

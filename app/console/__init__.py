@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Flask, Request
+from flask import Blueprint, Flask, Request, redirect
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from werkzeug.wrappers import Response
 
 CONSOLE_PREFIX = "/console"
 
@@ -72,3 +73,9 @@ def init_app(app: Flask) -> None:
     app.session_interface = ConsoleSessionInterface()
     app.jinja_env.finalize = printable
     app.register_blueprint(bp)
+    app.add_url_rule("/", endpoint="root", view_func=to_console)
+
+
+def to_console() -> Response:
+    """`GET /`: a person who opens the server's address lands on the console."""
+    return redirect(f"{CONSOLE_PREFIX}/", code=302)

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from flask import abort, current_app, g, redirect, request, session, url_for
 
 from app.api.auth import Caller
+from app.clients.records import ClientRecord, SecretRecord
 from app.console import sessions
 from app.errors import Forbidden
 from app.http.client_address import client_address
 from app.oauth import throttle
+from app.oauth.client_auth import log_failure
 from app.runtime import runtime
 from app.timeutil import utcnow
 
@@ -50,6 +52,17 @@ def check_csrf() -> None:
         abort(403, description="The form's security token is missing or stale. Reload the page.")
 
 
+def _refusal_reason(record: ClientRecord | None, matched: SecretRecord | None) -> str:
+    """The coarse reason of a refused sign-in, for the log only (app.oauth.client_auth)."""
+    if record is None:
+        return "unknown_client"
+    if matched is None:
+        return "invalid_credentials"
+    if record.disabled:
+        return "client_disabled"
+    return "not_an_admin"
+
+
 def sign_in(client_id: str, secret: str) -> None:
     """Check an admin client's id and secret like the token endpoint, then start a session.
 
@@ -75,6 +88,7 @@ def sign_in(client_id: str, secret: str) -> None:
         or not record.scopes
     ):
         throttle.record_failure(client_id or None, address)
+        log_failure(client_id, _refusal_reason(record, matched), "console_sign_in", "console")
         raise SignInRefused()
     rt.usage.secret_used(matched.id)
     # A new session from scratch (no fixation): a new token, a new CSRF

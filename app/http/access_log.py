@@ -74,6 +74,9 @@ class JSONFormatter(logging.Formatter):
             line.update(fields)
         else:
             line["message"] = record.getMessage()
+            if record.exc_info:
+                # The traceback inside the line: one JSON object per line, always.
+                line["exc_info"] = self.formatException(record.exc_info)
         return _ENCODER.encode(line)
 
 

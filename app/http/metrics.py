@@ -14,13 +14,14 @@ imported, which is why gunicorn.conf.py sets it and not create_app.
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from authlib.integrations.flask_oauth2 import client_authenticated
-from flask import Blueprint, Flask, Response, current_app, g
+from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected
 
 from app.extensions import db
@@ -256,9 +257,28 @@ def signing_key_rows() -> list[tuple[str, float]]:
     return result
 
 
+def _scrape_allowed() -> bool:
+    """True without METRICS_TOKEN, else only for `Authorization: Bearer <METRICS_TOKEN>`."""
+    token = current_app.config.get("METRICS_TOKEN")
+    if not token:
+        return True
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), token.encode()
+    )
+
+
 @bp.get("/metrics")
 def metrics():
     """Prometheus text format: this process, or every worker in multi-process mode."""
+    if not _scrape_allowed():
+        # Prometheus sends it with `authorization: {credentials: …}` (docs/operations.md).
+        return Response(
+            "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+            status=401,
+            content_type="text/plain; charset=utf-8",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -19,6 +19,7 @@ method, in this order:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection
 from typing import Protocol
 
@@ -35,6 +36,9 @@ from app.http.client_cert import (
 from app.oauth.requests import FormRequest, parse_basic_credentials
 from app.runtime import runtime
 from app.timeutil import utcnow
+
+#: Failed client authentications, one INFO line each (docs/operations.md#logs).
+log = logging.getLogger("ccserver.auth")
 
 #: RFC 8705 §2: a request with no other credentials, a client_id and a
 #: certificate authenticates by one of these (app.oauth.rfc8705), tried in turn.
@@ -149,6 +153,43 @@ def client_secret_post(query_client: QueryClient, request: FormRequest) -> Clien
     return check_secret(query_client, data.get("client_id") or "", data["client_secret"])
 
 
+def failure_reason(
+    client: ClientRecord | None, method: str | None, candidates: list[str], named: str | None
+) -> str:
+    """A coarse cause of a failed authentication, for the server's log only (never the answer).
+
+    The client's record is read again through the cache that the failed
+    attempt has just filled, so this costs a dictionary look-up.
+    """
+    if method is None:
+        return "no_credentials"
+    if not candidates:
+        return "method_not_accepted"
+    if client is not None:
+        return "client_disabled"
+    if not named or runtime().clients.get(named) is None:
+        return "unknown_client"
+    return "invalid_credentials"
+
+
+def _loggable(value: str | None) -> str:
+    # The id is whatever the caller sent: keep a log line one line and short.
+    if not value:
+        return "-"
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in value[:64])
+
+
+def log_failure(named: str | None, reason: str, method: str | None, endpoint: str) -> None:
+    """One line per failed client authentication: the id tried and why, never a credential."""
+    log.info(
+        "client authentication failed: client_id=%s reason=%s method=%s endpoint=%s",
+        _loggable(named),
+        reason,
+        method or "none",
+        endpoint,
+    )
+
+
 #: Failed methods answered without the Basic challenge: no Authorization header was tried.
 NO_BASIC_CHALLENGE = frozenset({"private_key_jwt", *MTLS_METHODS})
 
@@ -192,9 +233,10 @@ class ClientAuthMixin:
                 client = None
         if client is None or client.disabled:
             request.client = None
+            named = client.id if client is not None else claimed_client_id(request, method)
             if self.on_auth_failure is not None:
-                named = client.id if client is not None else claimed_client_id(request, method)
                 self.on_auth_failure(request, named)
+            log_failure(named, failure_reason(client, method, candidates, named), method, endpoint)
             # RFC 6749 §5.2 requires the Basic challenge after a failed Basic
             # attempt; secret and credential-less failures all get it so they
             # stay alike, a failed assertion (no Authorization header) none.

@@ -54,6 +54,8 @@ DEFAULTS = {
     "CLIENT_CERT_VERIFY_HEADER": "",
     "DPOP_NONCES": False,
     "FEDERATION_ALLOW_INSECURE": False,
+    "LOG_FORMAT": "text",
+    "METRICS_TOKEN": None,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "ASSERTION_SIGNING_ALGS": list(SIGNING_ALGS),
     "TOKEN_ENDPOINT": "http://localhost:5000/oauth2/token",
