@@ -104,8 +104,12 @@ def credential_body(form: MultiDict) -> dict[str, Any]:
     if claims:
         body["claims"] = claims
     source = form.get("key_source") or "discovery"
+    if source not in dict(KEY_SOURCES):
+        raise ValidationError([{"field": "key_source", "message": "choose one of the offered"}])
     if source != "jwks_uri":
         body.pop("jwks_uri", None)
+    elif "jwks_uri" not in body:
+        raise ValidationError([{"field": "jwks_uri", "message": "give the JWK Set URL"}])
     if source == "jwks":
         text = (form.get("jwks") or "").strip()
         try:

@@ -210,6 +210,8 @@ def test_the_form_makes_a_pattern_a_claim_list_and_single_use(app, acme, workloa
             "subject_pattern: must hold",
         ),
         ({"name": "Bad Name", "issuer": GITHUB, "subject": "x"}, "name"),
+        ({"issuer": GITHUB, "subject": "x", "key_source": "jwks_uri"}, "jwks_uri: give the"),
+        ({"issuer": GITHUB, "subject": "x", "key_source": "jku"}, "key_source: choose one"),
     ],
 )
 def test_form_errors_name_the_field_and_keep_the_input(app, acme, workload, data, named):
