@@ -24,6 +24,7 @@ PAGES = (
     "operations",
     "performance",
     "decisions",
+    "federation",
 )
 
 

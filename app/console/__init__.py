@@ -61,7 +61,11 @@ def printable(value: object) -> object:
 
 def init_app(app: Flask) -> None:
     """Register the console and set its cookie policy."""
-    from app.console import resource_servers, views  # noqa: F401  (attach the views to bp)
+    from app.console import (  # noqa: F401  (attach the views to bp)
+        federated_credentials,
+        resource_servers,
+        views,
+    )
 
     secure = app.config["ISSUER"].startswith("https://")
     app.config["SESSION_COOKIE_NAME"] = "ccserver_console"

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from app.api import schemas
 from app.api.pagination import decode_cursor, encode_cursor
 from app.audit import events as audit_events
+from app.clients import federation as federation_service
 from app.clients import keys as key_service
 from app.clients import policy, service
 from app.clients import secrets as secrets_service
@@ -292,6 +293,7 @@ def _detail(client: Client, *, form: dict | None = None, errors: list[str] | Non
         errors=errors or [],
         secrets=secrets,
         keys=keys,
+        federated=federation_service.list_credentials(client),
         events=events,
         now=utcnow(),
         lifetimes=SECRET_LIFETIMES,

@@ -76,6 +76,8 @@ MIN_RSA_BITS = 2048
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 #: Key types of signature keys this server verifies (RFC 7518 §6.1, RFC 8037 §2).
 KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+#: `use` values of a key that verifies JWTs: RFC 7517's, and a SPIFFE bundle's JWT-SVID keys.
+SIGNATURE_USES = frozenset({"sig", "jwt-svid"})
 #: `alg` values a key may name: asymmetric signatures only (never `none` nor HMAC).
 SIGNATURE_ALGS = frozenset(
     {
@@ -140,7 +142,9 @@ def _usable_key(jwk: Mapping[str, Any]) -> jwt.PyJWK | None:
     """A public signature key from one JWK, or None for a key this server would not use."""
     if jwk.get("kty") not in KEY_TYPES:
         return None
-    if jwk.get("use", "sig") != "sig":  # RFC 7517 §4.2
+    # RFC 7517 §4.2; a SPIFFE bundle marks its JWT-SVID signing keys "jwt-svid" and its
+    # X509 CA keys "x509-svid" (SPIFFE Trust Domain and Bundle §4.1), never to sign JWTs.
+    if jwk.get("use", "sig") not in SIGNATURE_USES:
         return None
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):  # §4.3
@@ -163,7 +167,7 @@ def _usable_key(jwk: Mapping[str, Any]) -> jwt.PyJWK | None:
 def public_signing_keys(document: Any) -> list[jwt.PyJWK]:
     """The signature keys of a JWK Set (RFC 7517 §5) that this server can use.
 
-    Keys meant for encryption (`use` other than `sig`, `key_ops` without
+    Keys meant for encryption (`use` other than `sig` or SPIFFE's `jwt-svid`, `key_ops` without
     `verify`), of another type than RSA, EC or OKP, naming a non-signature
     `alg`, RSA keys under 2048 bits, or that PyJWT cannot read are skipped;
     at most 100 are kept.
