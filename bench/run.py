@@ -20,6 +20,11 @@ Environment (all optional):
                       dpop: client_secret_basic plus a fresh ES256 DPoP proof per
                       request; introspect: the peer introspects an opaque token
                       held in memory, we a JWT checked against the deny-list)
+                      federated: a client with no secret, authenticated by an ES256
+                      token of a local issuer (a loopback HTTP server in this process
+                      serving its JWKS, so the server runs with FEDERATION_ALLOW_INSECURE=1)
+                      matched by a federated credential; ours only, listed with
+                      BENCH_SCENARIOS="... federated"
   BENCH_ROUNDS=3      rounds per scenario: ours and the peer alternate, both up,
                       and the table gives each figure's median
   BENCH_MANY_CLIENTS=20000  clients "many" cycles through (at most BENCH_CLIENTS)
@@ -79,6 +84,8 @@ BENCH_ACCOUNT = "bench"
 BASIC_ID = "bench-client"
 BASIC_SECRET = "bench-secret-0123456789abcdef"  # the peers' client, same credentials
 JWT_ID = "bench-jwt-client"
+FED_ID = "bench-fed-client"
+FED_SUBJECT = "system:serviceaccount:bench:token-client"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -280,6 +287,8 @@ def server_env(alg: str, keys_dir: str) -> dict[str, str]:
         ISSUER=f"http://127.0.0.1:{PORT}",
         SECRET_PEPPER=PEPPER,
         LOG_LEVEL="warning",
+        # The federated scenario's issuer is a loopback HTTP server (bench/run.py).
+        FEDERATION_ALLOW_INSECURE="1",
     )
     out.pop("REDIS_URL", None)
     if os.environ.get("BENCH_REDIS_URL"):
@@ -300,6 +309,95 @@ def flask_cmd(args: list[str], alg: str, keys_dir: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"flask {' '.join(args)} failed:\n{result.stderr[-2000:]}")
     return result.stdout
+
+
+class LocalIssuer:
+    """A workload-identity issuer on loopback: its JWKS at /jwks, its tokens signed with ES256.
+
+    Stands in for a Kubernetes cluster's service-account issuer: the server
+    fetches the JWKS once (it says max-age one day) and keeps it, so the
+    scenario measures a federated token with the issuer's keys cached.
+    """
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from app.signing.keys import public_jwk
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.kid = "bench-issuer-1"
+        body = json.dumps({"keys": [public_jwk(self.key.public_key(), "ES256", self.kid)]})
+        self.fetches = 0
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path != "/jwks":
+                    self.send_error(404)
+                    return
+                issuer.fetches += 1
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", "max-age=86400")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def credential(self, now) -> dict:
+        """The federated credential (docs/api.md §2.8) a platform team would write for it."""
+        return {
+            "id": str(uuid.uuid4()),
+            "client_id": FED_ID,
+            "name": "bench-cluster",
+            "issuer": self.url,
+            "subject": FED_SUBJECT,
+            "subject_pattern": None,
+            "claims": {},
+            "audience": f"http://127.0.0.1:{PORT}",
+            "jwks_uri": self.url + "/jwks",
+            "jwks": None,
+            "max_token_age": 3600,
+            "single_use": False,
+            "created_at": now,
+        }
+
+    def tokens(self, count: int, path: Path) -> None:
+        """Service-account-shaped tokens, each its own jti, good for the whole run."""
+        import secrets
+
+        import jwt
+
+        now = int(time.time())
+        with path.open("w") as out:
+            for _ in range(count):
+                claims = {
+                    "iss": self.url,
+                    "sub": FED_SUBJECT,
+                    "aud": [f"http://127.0.0.1:{PORT}"],
+                    "iat": now,
+                    "nbf": now,
+                    "exp": now + 3000,
+                    "jti": secrets.token_urlsafe(16),
+                    "kubernetes.io": {"namespace": "bench"},
+                }
+                token = jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
+                out.write(token + "\n")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+LOCAL_ISSUER: LocalIssuer | None = None
 
 
 def prepare_database(work: Path) -> Path:
@@ -340,13 +438,13 @@ def prepare_database(work: Path) -> Path:
 
 
 def _bench_clients(engine, work: Path) -> Path:
-    """(Re)create the two named bench clients; return the JWT client's private key PEM."""
+    """(Re)create the named bench clients; return the JWT client's private key PEM."""
     import sqlalchemy as sa
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from app.clients.hashing import hash_secret
-    from app.models import Client, ClientKey, ClientSecret
+    from app.models import Client, ClientKey, ClientSecret, FederatedCredential
     from app.signing.keys import public_jwk
     from app.timeutil import utcnow
 
@@ -379,12 +477,17 @@ def _bench_clients(engine, work: Path) -> Path:
         "updated_at": now,
     }
     with engine.begin() as conn:
-        for cid in (BASIC_ID, JWT_ID):
+        for cid in (BASIC_ID, JWT_ID, FED_ID):
             conn.execute(sa.delete(ClientSecret).where(ClientSecret.client_id == cid))
             conn.execute(sa.delete(ClientKey).where(ClientKey.client_id == cid))
+            conn.execute(sa.delete(FederatedCredential).where(FederatedCredential.client_id == cid))
             conn.execute(sa.delete(Client).where(Client.id == cid))
         conn.execute(sa.insert(Client), [{**base, "id": BASIC_ID, "name": "bench-basic"}])
         conn.execute(sa.insert(Client), [{**base, "id": JWT_ID, "name": "bench-jwt"}])
+        # No secret and no key: it authenticates with its platform's token only.
+        conn.execute(sa.insert(Client), [{**base, "id": FED_ID, "name": "bench-federated"}])
+        if LOCAL_ISSUER is not None:
+            conn.execute(sa.insert(FederatedCredential), [LOCAL_ISSUER.credential(now)])
         conn.execute(
             sa.insert(ClientSecret),
             [
@@ -702,6 +805,15 @@ def run_scenario(target: Target, scenario: str, work: Path) -> dict:
         return measure(pid, url, "token_jwt.lua", [str(main), "1"], [str(warm), "1"], store)
     if scenario == "dpop":
         return measure_dpop(pid, url, basic_file, work, store)
+    if scenario == "federated":
+        assert LOCAL_ISSUER is not None
+        warm, main = work / "fed-warm.txt", work / "fed-main.txt"
+        LOCAL_ISSUER.tokens(WARMUP * 2000, warm)
+        LOCAL_ISSUER.tokens(max(20_000, DURATION * 5000), main)
+        named = f"client_id={FED_ID}"
+        return measure(
+            pid, url, "token_jwt.lua", [str(main), "1", named], [str(warm), "1", named], store
+        )
     if scenario == "introspect":
         token = get_token(target.token_url, target.introspect_token_body)
         return measure(
@@ -979,6 +1091,7 @@ NAMES = {
     "jwt": "private_key_jwt",
     "dpop": "DPoP-bound (client_secret_basic + proof)",
     "introspect": "introspection (ours: a JWT; the peer: an opaque token in memory)",
+    "federated": "federated (a local issuer's token, its keys cached)",
 }
 
 
@@ -1001,6 +1114,13 @@ def print_ratios(results: list[Result]) -> None:
         if r.scenario != "basic" and bearer and bearer.figures["per_cpu_s"]:
             share = r.figures["per_cpu_s"] / bearer.figures["per_cpu_s"]
             print(f"ratio {r.alg} {r.target}: {r.scenario} / our own basic: {share:.2f}")
+        pkjwt = next(
+            (b for b in results if (b.target, b.alg, b.scenario) == (r.target, r.alg, "jwt")),
+            None,
+        )
+        if r.scenario == "federated" and pkjwt and pkjwt.figures["per_cpu_s"]:
+            share = r.figures["per_cpu_s"] / pkjwt.figures["per_cpu_s"]
+            print(f"ratio {r.alg} {r.target}: federated / our own private_key_jwt: {share:.2f}")
 
 
 def main() -> None:
@@ -1014,6 +1134,9 @@ def main() -> None:
 
 
 def run_all(work: Path) -> None:
+    global LOCAL_ISSUER
+    if "federated" in SCENARIOS:
+        LOCAL_ISSUER = LocalIssuer()
     key_path = prepare_database(work)
     if env("BENCH_PROFILE", "0") == "1":
         profile(SERVERS[0], ALGS[0], work)

@@ -1,6 +1,6 @@
 -- POST /oauth2/token with private_key_jwt (RFC 7523). A jti is accepted
 -- once, so every request sends the next pre-generated assertion.
--- Args: <file of assertions, one a line> <threads>
+-- Args: <file of assertions, one a line> <threads> [<extra form parameters, e.g. client_id=x>]
 local dir = debug.getinfo(1, "S").source:sub(2):match("(.*/)") or "./"
 dofile(dir .. "common.lua")
 
@@ -14,6 +14,10 @@ function init(args)
   assertions = read_lines(args[1])
   n = #assertions
   step = tonumber(args[2] or "1")
+  if args[3] and args[3] ~= "" then
+    -- A federated assertion (docs/api.md §1.3) names its client beside it.
+    PREFIX = args[3] .. "&" .. PREFIX
+  end
   -- Thread k takes lines k+1, k+1+step, ...: threads never share a jti.
   i = (thread_index or 0) + 1 - step
   wrk.method = "POST"
