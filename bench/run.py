@@ -353,7 +353,7 @@ class LocalIssuer:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def credential(self, now) -> dict:
+    def credential(self, now, audience: str = "") -> dict:
         """The federated credential (docs/api.md §2.8) a platform team would write for it."""
         return {
             "id": str(uuid.uuid4()),
@@ -363,7 +363,7 @@ class LocalIssuer:
             "subject": FED_SUBJECT,
             "subject_pattern": None,
             "claims": {},
-            "audience": f"http://127.0.0.1:{PORT}",
+            "audience": audience or f"http://127.0.0.1:{PORT}",
             "jwks_uri": self.url + "/jwks",
             "jwks": None,
             "max_token_age": 3600,
@@ -371,7 +371,7 @@ class LocalIssuer:
             "created_at": now,
         }
 
-    def tokens(self, count: int, path: Path) -> None:
+    def tokens(self, count: int, path: Path, audience: str = "") -> None:
         """Service-account-shaped tokens, each its own jti, good for the whole run."""
         import secrets
 
@@ -383,7 +383,7 @@ class LocalIssuer:
                 claims = {
                     "iss": self.url,
                     "sub": FED_SUBJECT,
-                    "aud": [f"http://127.0.0.1:{PORT}"],
+                    "aud": [audience or f"http://127.0.0.1:{PORT}"],
                     "iat": now,
                     "nbf": now,
                     "exp": now + 3000,
@@ -395,6 +395,7 @@ class LocalIssuer:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 LOCAL_ISSUER: LocalIssuer | None = None

@@ -63,3 +63,51 @@ def test_a_bench_database_seeded_under_another_pepper_is_seeded_again(app):
         seed_clients(db.engine, 1, runtime().pepper)
         assert seeded_with(db.engine, runtime().pepper) is True
         assert seeded_with(db.engine, b"another-pepper-of-at-least-32-bytes") is False
+
+
+def test_the_federated_scenario_authenticates(make_app, tmp_path):
+    """bench's local issuer, credential and tokens get tokens for a client with no secret."""
+    import sqlalchemy as sa
+
+    from app.models import Client, FederatedCredential
+    from app.timeutil import utcnow
+    from bench.run import FED_ID, LocalIssuer
+
+    app = make_app(FEDERATION_ALLOW_INSECURE=True)
+    issuer = LocalIssuer()
+    try:
+        now = utcnow()
+        with app.app_context():
+            db.session.add(
+                Client(
+                    id=FED_ID,
+                    account_id="bench",
+                    name="bench-federated",
+                    friendly_name="Bench",
+                    scopes=["read"],
+                    audiences=[],
+                )
+            )
+            db.session.flush()
+            db.session.execute(
+                sa.insert(FederatedCredential), [issuer.credential(now, app.config["ISSUER"])]
+            )
+            db.session.commit()
+        path = tmp_path / "tokens.txt"
+        issuer.tokens(3, path, app.config["ISSUER"])
+        client = app.test_client()
+        for token in path.read_text().split():
+            response = client.post(
+                "/oauth2/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": FED_ID,
+                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "client_assertion": token,
+                },
+            )
+            assert response.status_code == 200, response.get_json()
+        # The issuer's keys were fetched once and then served from the cache.
+        assert issuer.fetches == 1
+    finally:
+        issuer.close()
