@@ -71,7 +71,7 @@ def test_the_federated_scenario_authenticates(make_app, tmp_path):
 
     from app.models import Client, FederatedCredential
     from app.timeutil import utcnow
-    from bench.run import FED_ID, LocalIssuer
+    from bench.run import ASSERTION_TYPE, FED_ID, LocalIssuer
 
     app = make_app(FEDERATION_ALLOW_INSECURE=True)
     issuer = LocalIssuer()
@@ -102,7 +102,7 @@ def test_the_federated_scenario_authenticates(make_app, tmp_path):
                 data={
                     "grant_type": "client_credentials",
                     "client_id": FED_ID,
-                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "client_assertion_type": ASSERTION_TYPE,
                     "client_assertion": token,
                 },
             )
