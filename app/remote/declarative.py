@@ -513,21 +513,24 @@ def export(api: Api, account: str | None) -> str:
     """The account's clients, resource servers and federated credentials as an apply file."""
     account = account or _caller_account(api)
     servers = [
-        {k: v for k, v in rs.items() if k not in RS_READ_ONLY}
+        _first("identifier", {k: v for k, v in rs.items() if k not in RS_READ_ONLY})
         for rs in api.every("/resource-servers", {"account_id": account})
         if rs.get("account_id") == account
     ]
     clients = []
     supported = True
     for client in api.every("/clients", {"account_id": account}):
-        entry = {k: v for k, v in client.items() if k not in CLIENT_READ_ONLY}
+        entry = _first("name", {k: v for k, v in client.items() if k not in CLIENT_READ_ONLY})
         if supported:
             creds = list_credentials(api, client["id"])
             if creds is None:
                 supported = False
             else:
                 entry["federated_credentials"] = sorted(
-                    ({k: v for k, v in c.items() if k not in FED_READ_ONLY} for c in creds),
+                    (
+                        _first("name", {k: v for k, v in c.items() if k not in FED_READ_ONLY})
+                        for c in creds
+                    ),
                     key=lambda c: str(c["name"]),
                 )
         clients.append(entry)
@@ -538,6 +541,11 @@ def export(api: Api, account: str | None) -> str:
         "clients": sorted(clients, key=lambda c: str(c["name"])),
     }
     return HEADER + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def _first(key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry with its key field first, as a person reads it."""
+    return {key: entry[key], **{k: v for k, v in entry.items() if k != key}}
 
 
 def load(text: str, source: str) -> Desired:
