@@ -63,7 +63,7 @@ def public_jwk_from_file(path: str, option: str = "--file") -> dict[str, Any]:
     if text.lstrip().startswith("{"):
         try:
             jwk = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise UsageError(f"{option}: {path} is not valid JSON ({exc.msg})") from exc
         if not isinstance(jwk, dict) or not isinstance(jwk.get("kty"), str):
             raise UsageError(f"{option}: {path} is not a JWK (a JSON object with `kty`)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def read_json_file(path: str, option: str) -> Any:
     text = read_text(path, option)
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UsageError(f"{option}: {path} is not valid JSON ({exc.msg})") from exc
 
 
@@ -96,7 +97,7 @@ def read_text(path: str, option: str) -> str:
     :raise UsageError: the file cannot be read.
     """
     if path == "-":
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
