@@ -22,6 +22,7 @@ PAGES = (
     "security",
     "deployment",
     "operations",
+    "cli",
     "performance",
     "decisions",
     "federation",

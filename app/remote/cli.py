@@ -164,6 +164,7 @@ def paging(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--limit",
         callback=int_range(1, MAX_LIMIT),
+        metavar="N",
         help=f"Items per page, 1 to {MAX_LIMIT} (default 20; with --all, 1000).",
     )(command)
     return command
@@ -267,6 +268,7 @@ def client_fields(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--access-token-ttl",
             callback=int_range(MIN_TTL, MAX_TTL),
+            metavar="SECONDS",
             help=f"Token lifetime in seconds, {MIN_TTL} to {MAX_TTL}.",
         ),
         click.option(
@@ -486,7 +488,10 @@ def secrets_list(client_id: str) -> None:
 @click.argument("client_id")
 @click.option("--description", help="What it is for.")
 @click.option(
-    "--expires-in", callback=int_range(60, 10**9), help="Seconds until it expires (default: never)."
+    "--expires-in",
+    callback=int_range(60, 10**9),
+    metavar="SECONDS",
+    help="Seconds until it expires (default: never).",
 )
 @formatted
 def secrets_add(client_id: str, description: str | None, expires_in: int | None) -> None:
@@ -506,6 +511,7 @@ def secrets_add(client_id: str, description: str | None, expires_in: int | None)
 @click.option(
     "--grace-period",
     callback=int_range(0, 10**9),
+    metavar="SECONDS",
     help="Seconds the other active secrets keep working (default 0: they stop now).",
 )
 @formatted
@@ -573,7 +579,12 @@ def keys_list(client_id: str) -> None:
     metavar="PATH",
     help="With --generate: write the private key (PEM, mode 0600) here, not to stdout.",
 )
-@click.option("--expires-in", callback=int_range(60, 10**9), help="Seconds until it expires.")
+@click.option(
+    "--expires-in",
+    callback=int_range(60, 10**9),
+    metavar="SECONDS",
+    help="Seconds until it expires.",
+)
 @formatted
 def keys_add(
     client_id: str,
@@ -659,6 +670,7 @@ def rs_fields(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--access-token-ttl",
             callback=optional_ttl,
+            metavar="SECONDS",
             help=f'Cap on token lifetime, {MIN_TTL} to {MAX_TTL} s ("none": no cap).',
         ),
         click.option("--dpop-bound/--no-dpop-bound", "dpop_bound_access_tokens", default=None),
@@ -842,7 +854,10 @@ def _claims(values: tuple[str, ...]) -> dict[str, Any] | None:
 @click.option("--jwks-uri", help="Where the issuer's keys are (default: OIDC discovery).")
 @click.option("--jwks-file", metavar="PATH", help="Or the issuer's public keys, a JWKS file.")
 @click.option(
-    "--max-token-age", callback=int_range(60, 86400), help="Oldest iat accepted, in seconds."
+    "--max-token-age",
+    callback=int_range(60, 86400),
+    metavar="SECONDS",
+    help="Oldest iat accepted, in seconds.",
 )
 @click.option("--single-use", is_flag=True, default=None, help="Accept each token (jti) once.")
 @formatted
