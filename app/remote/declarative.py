@@ -43,6 +43,7 @@ RS_READ_ONLY = ("id", "account_id", "created_at", "updated_at")
 FED_READ_ONLY = ("id", "created_at", "last_used_at")
 #: Keys that say how to apply an entry, not what the object holds.
 DIRECTIVES = ("absent", "create_secret", "federated_credentials")
+FEDERATED_PATH = "/api/v1/clients/{client_id}/federated-credentials"
 SECRET_KEYS = ("client_secret", "secret", "secrets", "secret_id", "private_key_pem", "private_jwk")
 # Lists the server treats as sets; `audiences` is ordered (the first is the default).
 UNORDERED = ("tags", "scopes", "allowed_auth_methods")
@@ -236,6 +237,18 @@ class Planner:
         return self.api.call(method, path, body=body)
 
     def make(self) -> Plan:
+        """The plan; nothing changes on the server.
+
+        :raise ApiError: the file asks for what the server cannot do (before any change).
+        """
+        uses_federation = any(c.get("federated_credentials") for c in self.desired.clients)
+        if uses_federation and not self.api.offers(FEDERATED_PATH):
+            raise ApiError(
+                "the file has federated_credentials, but this server has no federated"
+                f" credentials API ({FEDERATED_PATH} is not in its OpenAPI document)",
+                404,
+                "not_found",
+            )
         servers = {
             rs["identifier"]: rs
             for rs in self.api.every("/resource-servers", {"account_id": self.account})

@@ -210,6 +210,17 @@ class Api:
             raise Unreachable(f"{self.settings.url}{API}{path} did not answer with JSON")
         return payload
 
+    def offers(self, path: str) -> bool:
+        """Whether the server's OpenAPI document (docs/api.md §2.6) lists an API path.
+
+        :raise Unreachable: no answer, or no document.
+        """
+        response = self._send("GET", API + "/openapi.json")
+        document = _json(response)
+        if response.status_code != 200 or not isinstance(document, dict):
+            raise Unreachable(f"{self.settings.url}{API}/openapi.json: no OpenAPI document")
+        return path in (document.get("paths") or {})
+
     def pages(
         self, path: str, params: dict[str, Any], *, every: bool
     ) -> Iterator[tuple[list[Any], str | None]]:

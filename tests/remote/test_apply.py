@@ -222,3 +222,26 @@ def test_apply_manages_federated_credentials(account_remote, tmp_path, app):
     plan = remote.ok("apply", "-f", write(tmp_path, document)).stdout.splitlines()
     assert plan[0] == "- delete federated credential github-deploy of client deployer"
     assert remote.json("federated-credentials", "list", cid) == []
+
+
+def test_federated_credentials_on_a_server_without_them_change_nothing(remote, tmp_path, app):
+    if has_route(app, FEDERATED_ROUTE):
+        pytest.skip("this server has the route: test_apply_manages_federated_credentials runs")
+    document = {
+        "clients": [
+            {
+                "name": "deployer",
+                "federated_credentials": [{"name": "ci", "issuer": "https://i", "subject": "s"}],
+            }
+        ]
+    }
+    result = remote.run("apply", "-f", write(tmp_path, document))
+    assert result.exit_code == API_ERROR
+    assert "no federated credentials API" in result.stderr
+    assert "deployer" not in clients_by_name(remote)
+
+
+def test_apply_reads_stdin(remote):
+    text = yaml.safe_dump({"clients": [{"name": "from-stdin", "create_secret": False}]})
+    result = remote.ok("apply", "-f", "-", "--dry-run", input=text)
+    assert result.stdout.splitlines()[0] == "+ create client from-stdin"

@@ -458,3 +458,48 @@ def test_the_admin_secret_never_appears_in_any_output(remote, tmp_path):
     outputs.append(remote.run("clients", "get", "nope").output)
     for text in outputs:
         assert remote.client_secret not in text
+
+
+# --- a server that fails -----------------------------------------------------------------------
+
+
+def _failing(httpserver, status: int, **headers: str):
+    httpserver.expect_request("/oauth2/token").respond_with_json(
+        {"access_token": "a.b.c", "token_type": "Bearer", "expires_in": 60}
+    )
+    httpserver.expect_request("/api/v1/clients").respond_with_json(
+        {
+            "type": "about:blank",
+            "title": "Unavailable",
+            "status": status,
+            "detail": "down",
+            "code": "unavailable",
+        },
+        status=status,
+        headers=headers,
+    )
+    return httpserver.url_for("/").rstrip("/")
+
+
+def test_5xx_exits_4(remote, httpserver):
+    result = remote.run("clients", "list", env={"CCSERVER_URL": _failing(httpserver, 503)})
+    assert result.exit_code == UNREACHABLE
+    assert result.stderr.strip() == "error: the server failed: 503 unavailable: down"
+
+
+def test_token_endpoint_5xx_exits_4(remote, httpserver):
+    httpserver.expect_request("/oauth2/token").respond_with_data("oops", status=502)
+    url = httpserver.url_for("/").rstrip("/")
+    result = remote.run("clients", "list", env={"CCSERVER_URL": url})
+    assert result.exit_code == UNREACHABLE and "HTTP 502" in result.stderr
+
+
+def test_a_redirect_is_not_followed(remote, httpserver):
+    httpserver.expect_request("/oauth2/token").respond_with_data(
+        "", status=302, headers={"Location": "https://elsewhere.example/login"}
+    )
+    url = httpserver.url_for("/").rstrip("/")
+    result = remote.run("clients", "list", env={"CCSERVER_URL": url})
+    assert result.exit_code == UNREACHABLE
+    assert "redirects to https://elsewhere.example/login" in result.stderr
+    assert remote.client_secret not in result.output
