@@ -8,6 +8,7 @@ error the server reports on a field names the option the user typed.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,8 +76,9 @@ def _namer(names: dict[str, str]) -> Callable[[str], str]:
         option = names.get(head)
         if option is None:
             return api_field
-        rest = api_field[len(head) :]
-        return option + (f" ({rest.lstrip('.')})" if rest else "")
+        # scopes[0].value -> "--scope #1 value": the n-th time the option was given.
+        rest = re.sub(r"\[(\d+)\]", lambda m: f" #{int(m.group(1)) + 1}", api_field[len(head) :])
+        return option + rest.replace(".", " ")
 
     return name
 
@@ -393,12 +395,17 @@ def clients_create(name: str, account_id: str | None, no_secret: bool, **options
     _show_with_secret(created, "client_secret", state.fmt)
 
 
-def _show_with_secret(item: dict[str, Any], secret_field: str, fmt: str) -> None:
-    """An object whose one-time secret is printed once: inside it (json, yaml) or after it."""
+def _show_with_secret(
+    item: dict[str, Any], secret_field: str, fmt: str, *, also: tuple[str, ...] = ()
+) -> None:
+    """An object whose one-time secret is printed once: inside it (json, yaml) or after it.
+
+    `also`: other forms of the same secret, left out of a table (JSON and YAML keep them).
+    """
     if fmt != "table" or secret_field not in item:
         emit_object(item, fmt)
     else:
-        shown = {k: v for k, v in item.items() if k != secret_field}
+        shown = {k: v for k, v in item.items() if k != secret_field and k not in also}
         emit_object(shown, fmt)
         click.echo(f"\n{secret_field}: {item[secret_field]}")
     if secret_field in item:
@@ -612,7 +619,7 @@ def keys_add(
         _write_private(out, key.pop("private_key_pem"))
         key.pop("private_jwk", None)
         note(f"private key written to {out} (mode 0600)")
-    _show_with_secret(key, "private_key_pem", state.fmt)
+    _show_with_secret(key, "private_key_pem", state.fmt, also=("private_jwk",))
 
 
 def _write_private(path: Path, pem: str) -> None:
