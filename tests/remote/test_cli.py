@@ -511,3 +511,26 @@ def test_a_redirect_is_not_followed(remote, httpserver):
     assert result.exit_code == UNREACHABLE
     assert "redirects to https://elsewhere.example/login" in result.stderr
     assert remote.client_secret not in result.output
+
+
+def test_the_console_script_runs_as_a_process(remote):
+    """The installed entry point (pyproject [project.scripts]) and its real exit codes."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = shutil.which("ccserver", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "app.remote"]
+    env = {k: v for k, v in remote.env().items() if v is not None}
+    env["PATH"] = os.environ.get("PATH", "")
+    done = subprocess.run(
+        [*command, "clients", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ID")
+    env["CCSERVER_URL"] = f"http://127.0.0.1:{free_port()}"
+    down = subprocess.run(
+        [*command, "audit", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert down.returncode == UNREACHABLE and down.stderr.startswith("error: cannot reach")
