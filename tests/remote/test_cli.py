@@ -534,3 +534,12 @@ def test_the_console_script_runs_as_a_process(remote):
         [*command, "audit", "list"], env=env, capture_output=True, text=True, timeout=60
     )
     assert down.returncode == UNREACHABLE and down.stderr.startswith("error: cannot reach")
+
+
+def test_ccserver_audience_asks_for_that_resource(remote, app):
+    audience = app.config["MANAGEMENT_AUDIENCE"]
+    good = remote.run("clients", "list", env={"CCSERVER_AUDIENCE": audience})
+    assert good.exit_code == 0 and good.stdout.startswith("ID")
+    wrong = remote.run("clients", "list", env={"CCSERVER_AUDIENCE": "https://other.example"})
+    assert wrong.exit_code == AUTH_FAILURE
+    assert "invalid_target" in wrong.stderr
