@@ -103,7 +103,12 @@ def test_api_conforms_to_its_openapi_document(app, api_schema, admin):
                 response = case.call(headers=admin["headers"])
                 label = (mode.value, case.method, case.formatted_path, response.text[:300])
                 assert response.status_code < 500, label
-                case.validate_response(response, checks=CHECKS)
+                checks = CHECKS
+                if response.status_code == 413:
+                    # An oversized body is refused before it is read (docs/api.md §3):
+                    # a rejection too, which schemathesis's list of them lacks.
+                    checks = [c for c in CHECKS if c is not openapi_checks.negative_data_rejection]
+                case.validate_response(response, checks=checks)
                 if 400 <= response.status_code < 500:
                     assert row_counts(app) == before, (label, case.body)
 
