@@ -217,7 +217,7 @@ def test_no_secret_or_hash_leaks_anywhere(app, client, runner, factory, recorded
     page = client.get(f"/console/clients/{cid}").get_data(as_text=True)
     csrf = csrf_re.search(page).group(1)
     for path, data, name in (
-        (f"{cid}/secrets/rotate", {"grace_period": "3600"}, "console-rotated"),
+        (f"{cid}/secrets/rotate", {"grace_period": "3600", "confirm": "yes"}, "console-rotated"),
         (f"{other_id}/secrets", {"description": "console", "expires_in": "0"}, "console-new"),
     ):
         response = client.post(f"/console/clients/{path}", data={**data, "csrf_token": csrf})

@@ -25,6 +25,9 @@ MAX_ACTIVE_SECRETS = 5
 MAX_SECRET_LIFETIME = 365 * 24 * 3600
 #: The longest a rotation lets the other secrets keep working, in seconds.
 MAX_GRACE_PERIOD = 30 * 24 * 3600
+#: A rotation's grace period when the caller names none, in every face (API,
+#: CLI, console): none, since a rotation is often the answer to a leak.
+DEFAULT_GRACE_PERIOD = 0
 
 
 def active_secret_count(client_id: str, now: datetime) -> int:

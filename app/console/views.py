@@ -49,7 +49,7 @@ from app.console.forms import (
     form_values,
     token_binding,
 )
-from app.errors import AppError, BadRequest, PreconditionFailed, ValidationError
+from app.errors import AppError, BadRequest, NotFound, PreconditionFailed, ValidationError
 from app.extensions import db
 from app.models import CLIENT_TYPES, AuditEvent, Client
 from app.models.client import SECURITY_PROFILES
@@ -298,6 +298,7 @@ def _detail(client: Client, *, form: dict | None = None, errors: list[str] | Non
         now=utcnow(),
         lifetimes=SECRET_LIFETIMES,
         graces=GRACE_PERIODS,
+        default_grace=secrets_service.DEFAULT_GRACE_PERIOD,
         binding=token_binding(client),
         can_write="clients:write" in g.caller.scopes and policy.may_manage(g.caller.scopes, client),
     )
@@ -346,6 +347,98 @@ def update_client(client_id: str):
     return redirect(url_for("console.show_client", client_id=client.id), code=303)
 
 
+def _require_confirmation() -> None:
+    """Acting POSTs that cut a client off carry the confirmation page's field, or change nothing.
+
+    A bare POST (an old form, a script, a double click on a stale page)
+    answers 400: the confirmation page (`confirm_action`) is the one way in.
+    """
+    if request.form.get("confirm") != "yes":
+        raise BadRequest("Confirm the action on its confirmation page first.")
+
+
+#: The actions asked about first: (title, what happens, button label).
+CONFIRMATIONS = {
+    "disable": (
+        "Disable {name}?",
+        "It can no longer get tokens; tokens it already has stay valid until they expire "
+        "(revoke them too to cut it off at once). It can be enabled again.",
+        "Disable client",
+    ),
+    "revoke-tokens": (
+        "Revoke every token of {name}?",
+        "Every token issued to this client until now stops working at once; new tokens work.",
+        "Revoke all tokens",
+    ),
+    "rotate": (
+        "Rotate the secret of {name}?",
+        "A new secret is made and shown once. {grace}",
+        "Rotate secret",
+    ),
+    "delete-secret": (
+        "Delete the secret ending …{hint} of {name}?",
+        "It stops working at once; whoever uses it can no longer get tokens. "
+        "This cannot be undone.",
+        "Delete secret",
+    ),
+}
+
+
+@bp.get("/clients/<client_id>/confirm/<action>")
+@login_required
+def confirm_action(client_id: str, action: str):
+    """Ask before an action that cuts a client or a secret off; its form POSTs with confirm=yes."""
+    require("clients:write")
+    if action not in CONFIRMATIONS:
+        raise NotFound("No such action.")
+    client = _client(client_id)
+    title, text, button = CONFIRMATIONS[action]
+    fields: dict[str, str] = {}
+    words = {"name": client.name, "hint": "", "grace": ""}
+    if action == "disable":
+        target = url_for("console.change_state", client_id=client.id)
+        fields["action"] = "disable"
+    elif action == "revoke-tokens":
+        target = url_for("console.revoke_tokens", client_id=client.id)
+    elif action == "rotate":
+        grace = choice(request.args, "grace_period", GRACE_PERIODS)
+        if grace is None:
+            grace = secrets_service.DEFAULT_GRACE_PERIOD
+        target = url_for("console.rotate_secret", client_id=client.id)
+        fields["grace_period"] = str(grace)
+        words["grace"] = _grace_words(grace)
+    else:
+        secret = _secret_of(client, request.args.get("secret_id", ""))
+        target = url_for("console.delete_secret", client_id=client.id, secret_id=secret.id)
+        words["hint"] = secret.hint
+    return render_template(
+        "console/confirm_action.html",
+        client=client,
+        title=title.format(**words),
+        text=text.format(**words),
+        button=button,
+        target=target,
+        fields=fields,
+        action=action,
+    )
+
+
+def _grace_words(grace: int) -> str:
+    for seconds, label in GRACE_PERIODS:
+        if seconds == grace:
+            if grace == 0:
+                return "Every other secret stops working at once."
+            return f"Every other active secret keeps working for {label}, then expires."
+    return f"Every other active secret keeps working for {grace} seconds, then expires."
+
+
+def _secret_of(client: Client, secret_id: str):
+    for secret in secrets_service.list_secrets(client):
+        if secret.id == secret_id:
+            return secret
+    raise NotFound("No such secret.")
+
+
 STATE_CHANGES = {
     "lock": ({"locked": True}, "Locked: no change is possible until it is unlocked."),
     "unlock": ({"locked": False}, "Unlocked."),
@@ -363,6 +456,8 @@ def change_state(client_id: str):
     if change is None:
         raise BadRequest("Unknown action.")
     values, message = change
+    if values == {"disabled": True}:
+        _require_confirmation()
     client = _client(client_id, for_update=True)
     policy.ensure_may_manage(g.caller.scopes, client)
     # As in the API, a locked client accepts only being unlocked.
@@ -379,6 +474,7 @@ def change_state(client_id: str):
 def revoke_tokens(client_id: str):
     """Cut off every token issued to the client until now (allowed on a locked client)."""
     require("clients:write")
+    _require_confirmation()
     client = _client(client_id, for_update=True)
     service.revoke_tokens(client, g.caller.client_id, g.caller.scopes)
     db.session.commit()
@@ -459,6 +555,7 @@ def add_secret(client_id: str):
 def rotate_secret(client_id: str):
     """A new secret; the others keep working for the chosen grace period."""
     require("clients:write")
+    _require_confirmation()
     grace = choice(request.form, "grace_period", GRACE_PERIODS)
     if grace is None:
         raise ValidationError(
@@ -478,6 +575,7 @@ def rotate_secret(client_id: str):
 def delete_secret(client_id: str, secret_id: str):
     """Delete one secret; it stops working at once."""
     require("clients:write")
+    _require_confirmation()
     client = _client(client_id, for_update=True)
     policy.ensure_may_manage(g.caller.scopes, client)
     secrets_service.delete_secret(client, secret_id, g.caller.client_id)

@@ -135,7 +135,12 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     page.wait_for_url(f"{base_url}/console/clients/{client_id}")
     page.screenshot(path=shots / "client_detail.png", full_page=True)
     page.get_by_label("Grace period for the old secrets").select_option("0")
-    page.get_by_role("button", name="Rotate secret").click()
+    page.get_by_role("button", name="Rotate secret…").click()
+    # Rotation asks first: the confirmation page says what happens to the old secret.
+    page.get_by_role("heading", name="Rotate the secret of browser-made?").wait_for()
+    page.get_by_text("Every other secret stops working at once.").wait_for()
+    page.screenshot(path=shots / "confirm_rotate.png", full_page=True)
+    page.get_by_role("button", name="Rotate secret", exact=True).click()
     page.get_by_role("heading", name="Secret rotated").wait_for()
     rotated = page.get_by_label("Client secret").input_value()
     assert rotated != secret

@@ -115,7 +115,7 @@ def test_signin_refused_alike(factory, console, client, kind):
     elif kind == "disabled_admin":
         cid, secret = factory.admin("acme")
         console.signin(admin_id, admin_secret)
-        console.post(f"/console/clients/{cid}/state", {"action": "disable"})
+        console.post(f"/console/clients/{cid}/state", {"action": "disable", "confirm": "yes"})
         console.post("/console/signout")
     else:
         cid, secret = "no-such-client", admin_secret
@@ -220,7 +220,9 @@ def test_session_ends_when_its_secret_is_deleted(factory, console, app):
     other_admin.signin(other_id, other_secret)
     other_admin.get(f"/console/clients/{cid}")
     # Rotating without grace expires the secret the first session signed in with.
-    response = other_admin.post(f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0"})
+    response = other_admin.post(
+        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}
+    )
     assert response.status_code == 201
     assert console.get("/console/clients").status_code == 302
 
@@ -389,7 +391,7 @@ def test_lock_blocks_changes_in_console_and_api_until_unlocked(
 
 def test_disable_and_enable(system_admin, console, client):
     cid, secret, _ = console.create(name="switch")
-    console.post(f"/console/clients/{cid}/state", {"action": "disable"})
+    console.post(f"/console/clients/{cid}/state", {"action": "disable", "confirm": "yes"})
     assert token_status(client, cid, secret) == 401
     console.post(f"/console/clients/{cid}/state", {"action": "enable"})
     assert token_status(client, cid, secret) == 200
@@ -435,26 +437,32 @@ def test_secrets_add_rotate_delete(system_admin, console, client, factory):
     described = [s for s in listed if s["description"] == "ci deploy"]
     assert described and described[0]["expires_at"] is not None
 
-    response = console.post(f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0"})
+    response = console.post(
+        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}
+    )
     assert response.status_code == 201
     third = SECRET_RE.search(response.get_data(as_text=True)).group(1)
     assert token_status(client, cid, third) == 200
     assert token_status(client, cid, first) == 401
     assert token_status(client, cid, second) == 401
 
-    response = console.post(f"/console/clients/{cid}/secrets/rotate", {"grace_period": "3600"})
+    response = console.post(
+        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "3600", "confirm": "yes"}
+    )
     fourth = SECRET_RE.search(response.get_data(as_text=True)).group(1)
     assert token_status(client, cid, third) == 200  # still in its grace period
 
     listed = client.get(f"/api/v1/clients/{cid}/secrets", headers=headers).get_json()["data"]
     third_id = next(s["id"] for s in listed if s["hint"] == third[-4:])
-    response = console.post(f"/console/clients/{cid}/secrets/{third_id}/delete")
+    response = console.post(f"/console/clients/{cid}/secrets/{third_id}/delete", {"confirm": "yes"})
     assert response.status_code == 303
     assert token_status(client, cid, third) == 401
     assert token_status(client, cid, fourth) == 200
 
     assert console.post(f"/console/clients/{cid}/secrets", {"expires_in": "5"}).status_code == 400
-    response = console.post(f"/console/clients/{cid}/secrets/rotate", {"grace_period": "-1"})
+    response = console.post(
+        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "-1", "confirm": "yes"}
+    )
     assert response.status_code == 400
     actions = {e["action"] for e in audit(client, factory) if e["actor"] == system_admin}
     assert {"secret.created", "secret.rotated", "secret.deleted"} <= actions

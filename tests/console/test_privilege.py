@@ -51,14 +51,14 @@ def forms(strong) -> dict[str, tuple[str, dict]]:
         "edit": (f"{base}/edit", edit),
         "lock": (f"{base}/state", {"action": "lock"}),
         "unlock": (f"{base}/state", {"action": "unlock"}),
-        "disable": (f"{base}/state", {"action": "disable"}),
+        "disable": (f"{base}/state", {"action": "disable", "confirm": "yes"}),
         "delete": (f"{base}/delete", {"confirm_name": shown["name"]}),
         "add_secret": (f"{base}/secrets", {"description": "", "expires_in": "0"}),
-        "rotate_secret": (f"{base}/secrets/rotate", {"grace_period": "0"}),
-        "delete_secret": (f"{base}/secrets/{secret_id}/delete", {}),
+        "rotate_secret": (f"{base}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}),
+        "delete_secret": (f"{base}/secrets/{secret_id}/delete", {"confirm": "yes"}),
         "add_key": (f"{base}/keys", {"action": "generate"}),
-        "delete_key": (f"{base}/keys/{kid}/delete", {}),
-        "revoke_tokens": (f"{base}/revoke-tokens", {}),
+        "delete_key": (f"{base}/keys/{kid}/delete", {"confirm": "yes"}),
+        "revoke_tokens": (f"{base}/revoke-tokens", {"confirm": "yes"}),
     }
 
 

@@ -20,14 +20,19 @@ def test_revoke_all_tokens_from_the_client_page(client, factory):
     resource = basic_auth(*factory.client("acme"))
     token = factory.token(cid, secret)["access_token"]
     page = console.get(f"/console/clients/{cid}").get_data(as_text=True)
-    assert f"/console/clients/{cid}/revoke-tokens" in page
-    response = console.post(f"/console/clients/{cid}/revoke-tokens")
+    assert f"/console/clients/{cid}/confirm/revoke-tokens" in page
+    response = console.post(f"/console/clients/{cid}/revoke-tokens", {"confirm": "yes"})
     assert response.status_code == 303
     assert not active(client, token, resource)
     assert active(client, factory.token(cid, secret)["access_token"], resource)
     # Without the form's CSRF token nothing happens.
     later = factory.token(cid, secret)["access_token"]
-    assert console.post(f"/console/clients/{cid}/revoke-tokens", csrf=False).status_code == 403
+    assert (
+        console.post(
+            f"/console/clients/{cid}/revoke-tokens", {"confirm": "yes"}, csrf=False
+        ).status_code
+        == 403
+    )
     assert active(client, later, resource)
 
 
@@ -38,5 +43,7 @@ def test_another_accounts_client_is_not_found(client, factory):
     cid, secret = factory.client("acme", scopes=["read"], audiences=[AUDIENCE])
     resource = basic_auth(*factory.client("acme"))
     token = factory.token(cid, secret)["access_token"]
-    assert console.post(f"/console/clients/{cid}/revoke-tokens").status_code == 404
+    assert (
+        console.post(f"/console/clients/{cid}/revoke-tokens", {"confirm": "yes"}).status_code == 404
+    )
     assert active(client, token, resource)

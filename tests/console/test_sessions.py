@@ -236,7 +236,9 @@ def test_revoking_the_clients_tokens_ends_the_sessions_begun_before(
 def test_revoking_its_own_tokens_in_the_console_signs_the_admin_out(app, console, admin):
     cid, _, _ = admin
     console.get(f"/console/clients/{cid}")
-    assert console.post(f"/console/clients/{cid}/revoke-tokens").status_code == 303
+    assert (
+        console.post(f"/console/clients/{cid}/revoke-tokens", {"confirm": "yes"}).status_code == 303
+    )
     assert not signed_in(console)
 
 

@@ -1,0 +1,140 @@
+"""Disable, revoke-tokens, rotate, delete-secret ask first: a bare POST is 400, nothing changes."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Client, ClientSecret
+from tests.conftest import basic_auth
+from tests.console.test_console import Console, token_status
+
+FORM_RE = re.compile(r'<form method="post" action="([^"]+)">(.*?)</form>', re.S)
+HIDDEN_RE = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+@pytest.fixture
+def acme(client, factory) -> Console:
+    console = Console(client)
+    assert console.signin(*factory.admin("acme")).status_code == 303
+    return console
+
+
+def confirm_form(console: Console, path: str) -> tuple[str, dict[str, str]]:
+    """The confirmation page's acting form: its target and hidden fields."""
+    page = console.get(path)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    target, inner = FORM_RE.search(page.get_data(as_text=True)).groups()
+    return html.unescape(target), {k: html.unescape(v) for k, v in HIDDEN_RE.findall(inner)}
+
+
+def secret_ids(app, cid: str) -> set[tuple]:
+    """The client's secrets as (id, expires_at): any rotation or deletion changes the set."""
+    with app.app_context():
+        rows = db.session.scalars(sa.select(ClientSecret).where(ClientSecret.client_id == cid))
+        return {(s.id, s.expires_at) for s in rows}
+
+
+def test_disable_asks_first(app, acme, factory):
+    cid, secret = factory.client("acme")
+    page = acme.get(f"/console/clients/{cid}").get_data(as_text=True)
+    assert f"/console/clients/{cid}/confirm/disable" in page
+    bare = acme.post(f"/console/clients/{cid}/state", {"action": "disable"})
+    assert bare.status_code == 400
+    assert "Confirm the action" in bare.get_data(as_text=True)
+    with app.app_context():
+        assert not db.session.get(Client, cid).disabled
+    assert token_status(acme.http, cid, secret) == 200
+
+    target, fields = confirm_form(acme, f"/console/clients/{cid}/confirm/disable")
+    assert target == f"/console/clients/{cid}/state"
+    assert fields["confirm"] == "yes" and fields["action"] == "disable"
+    assert acme.post(target, fields).status_code == 303
+    with app.app_context():
+        assert db.session.get(Client, cid).disabled
+    assert token_status(acme.http, cid, secret) == 401
+
+
+def test_enable_lock_and_unlock_need_no_confirmation(app, acme, factory):
+    cid, _ = factory.client("acme", disabled=True)
+    for action in ("enable", "lock", "unlock"):
+        assert acme.post(f"/console/clients/{cid}/state", {"action": action}).status_code == 303
+    with app.app_context():
+        client = db.session.get(Client, cid)
+        assert not client.disabled and not client.locked
+
+
+def test_revoke_tokens_asks_first(client, acme, factory):
+    cid, secret = factory.client("acme")
+    before = factory.token(cid, secret)["access_token"]
+    resource = factory.client("acme")
+
+    def active() -> bool:
+        response = client.post(
+            "/oauth2/introspect", data={"token": before}, headers=basic_auth(*resource)
+        )
+        return response.get_json()["active"]
+
+    assert acme.post(f"/console/clients/{cid}/revoke-tokens").status_code == 400
+    assert active()
+    target, fields = confirm_form(acme, f"/console/clients/{cid}/confirm/revoke-tokens")
+    assert target == f"/console/clients/{cid}/revoke-tokens"
+    assert acme.post(target, fields).status_code == 303
+    assert not active()
+
+
+def test_rotate_asks_first_with_the_chosen_grace(app, acme, factory):
+    cid, secret = factory.client("acme")
+    before = secret_ids(app, cid)
+    bare = acme.post(f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0"})
+    assert bare.status_code == 400
+    assert secret_ids(app, cid) == before
+    assert token_status(acme.http, cid, secret) == 200
+
+    page = acme.get(f"/console/clients/{cid}/confirm/rotate?grace_period=3600")
+    assert "keeps working for 1 hour" in page.get_data(as_text=True)
+    target, fields = confirm_form(acme, f"/console/clients/{cid}/confirm/rotate?grace_period=3600")
+    assert target == f"/console/clients/{cid}/secrets/rotate"
+    assert fields["grace_period"] == "3600" and fields["confirm"] == "yes"
+    # Without a (valid) choice the confirmation offers the service's default: no grace.
+    _, fields = confirm_form(acme, f"/console/clients/{cid}/confirm/rotate")
+    assert fields["grace_period"] == "0"
+    page = acme.get(f"/console/clients/{cid}/confirm/rotate").get_data(as_text=True)
+    assert "Every other secret stops working at once." in page
+
+
+def test_delete_secret_asks_first(app, acme, factory):
+    cid, secret = factory.client("acme")
+    ((secret_id, _),) = secret_ids(app, cid)
+    assert acme.post(f"/console/clients/{cid}/secrets/{secret_id}/delete").status_code == 400
+    assert secret_ids(app, cid) != set()
+    assert token_status(acme.http, cid, secret) == 200
+    page = acme.get(f"/console/clients/{cid}").get_data(as_text=True)
+    assert (
+        html.escape(f"/console/clients/{cid}/confirm/delete-secret?secret_id={secret_id}") in page
+    )
+    path = f"/console/clients/{cid}/confirm/delete-secret?secret_id={secret_id}"
+    target, fields = confirm_form(acme, path)
+    assert target == f"/console/clients/{cid}/secrets/{secret_id}/delete"
+    assert acme.post(target, fields).status_code == 303
+    assert secret_ids(app, cid) == set()
+    assert token_status(acme.http, cid, secret) == 401
+
+
+def test_confirmation_pages_refuse_unknown_things(acme, factory):
+    cid, _ = factory.client("acme")
+    other, _ = factory.client("globex")
+    assert acme.get(f"/console/clients/{cid}/confirm/explode").status_code == 404
+    assert acme.get(f"/console/clients/{cid}/confirm/delete-secret?secret_id=x").status_code == 404
+    assert acme.get(f"/console/clients/{other}/confirm/disable").status_code == 404
+
+
+def test_confirmation_pages_need_clients_write(client, factory):
+    reader = Console(client)
+    assert reader.signin(*factory.admin("acme", scopes=["clients:read"])).status_code == 303
+    cid, _ = factory.client("acme")
+    assert reader.get(f"/console/clients/{cid}/confirm/disable").status_code == 403
