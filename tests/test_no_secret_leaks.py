@@ -220,8 +220,11 @@ def test_no_secret_or_hash_leaks_anywhere(app, client, runner, factory, recorded
         (f"{cid}/secrets/rotate", {"grace_period": "3600", "confirm": "yes"}, "console-rotated"),
         (f"{other_id}/secrets", {"description": "console", "expires_in": "0"}, "console-new"),
     ):
-        response = client.post(f"/console/clients/{path}", data={**data, "csrf_token": csrf})
-        assert response.status_code == 201, response.status_code
+        posted = client.post(f"/console/clients/{path}", data={**data, "csrf_token": csrf})
+        assert posted.status_code == 303, posted.status_code
+        # Post/redirect/get: the secret is on the page the POST redirects to, once.
+        response = client.get(posted.headers["Location"])
+        assert response.status_code == 200, response.status_code
         match = SECRET_RE.search(response.get_data(as_text=True))
         assert match, "the console shows the new secret once"
         note(name, match.group(0), ("response", len(recorded) - 1))

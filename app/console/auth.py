@@ -147,6 +147,22 @@ def login_required(view: Callable) -> Callable:
     return wrapper
 
 
+def keep_once(payload: dict) -> None:
+    """Keep `payload` (a new secret, a private key) for the next page only, sealed."""
+    token = session.get(SESSION_TOKEN)
+    if isinstance(token, str) and token:
+        session[sessions.ONCE_KEY] = sessions.seal(current_app.secret_key or "", token, payload)
+
+
+def take_once() -> dict | None:
+    """What `keep_once` kept, removed as it is read: a refresh finds nothing."""
+    sealed = session.pop(sessions.ONCE_KEY, None)
+    token = session.get(SESSION_TOKEN)
+    if sealed is None or not isinstance(token, str) or not token:
+        return None
+    return sessions.unseal(current_app.secret_key or "", token, sealed)
+
+
 def require(scope: str) -> None:
     """:raise Forbidden: the signed-in admin's client lacks `scope`."""
     if scope not in g.caller.scopes:

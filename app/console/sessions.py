@@ -22,11 +22,16 @@ and not Redis: docs/decisions.md.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.api.auth import Caller
 from app.extensions import db
@@ -148,3 +153,47 @@ def admin(token: str) -> Caller | None:
             conn.execute(sa.delete(ConsoleSession).where(ConsoleSession.id == session_id))
         return None
     return Caller(client_id, account_id, frozenset(scopes), {})
+
+
+# --- Shown once ------------------------------------------------------------------
+#
+# A new secret (or a generated private key) is made by a POST that redirects
+# (303) to a GET page showing it, so that no refresh repeats the action. The
+# plaintext crosses that redirect sealed (AES-256-GCM) in the session cookie,
+# with a key derived from the server's SECRET_KEY and this session's token:
+# the cookie alone, or another session, or the server's key alone opens
+# nothing, and the `console_sessions` row holds no copy (no schema change).
+# The page that shows it removes it from the cookie, so a refresh, the back
+# button or a second tab shows it no more.
+
+ONCE_KEY = "once"
+
+
+def _once_key(secret_key: str | bytes, token: str) -> bytes:
+    if isinstance(secret_key, str):
+        secret_key = secret_key.encode()
+    return hmac.new(secret_key, b"console-shown-once:" + token.encode(), "sha256").digest()
+
+
+def seal(secret_key: str | bytes, token: str, payload: dict) -> str:
+    """`payload` (JSON) encrypted and authenticated for this session only."""
+    nonce = secrets.token_bytes(12)
+    box = AESGCM(_once_key(secret_key, token)).encrypt(
+        nonce, json.dumps(payload).encode(), token_hash(token).encode()
+    )
+    return base64.urlsafe_b64encode(nonce + box).decode()
+
+
+def unseal(secret_key: str | bytes, token: str, sealed: object) -> dict | None:
+    """The payload `seal` made for this session, or None (absent, tampered, another session's)."""
+    if not isinstance(sealed, str):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(sealed.encode())
+        plain = AESGCM(_once_key(secret_key, token)).decrypt(
+            raw[:12], raw[12:], token_hash(token).encode()
+        )
+        payload = json.loads(plain)
+    except (ValueError, InvalidTag):
+        return None
+    return payload if isinstance(payload, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,7 +12,6 @@ from flask import (
     Response,
     flash,
     g,
-    make_response,
     redirect,
     render_template,
     request,
@@ -33,10 +33,12 @@ from app.console.auth import (
     check_csrf,
     csrf_token,
     current_admin,
+    keep_once,
     login_required,
     require,
     sign_in,
     sign_out,
+    take_once,
 )
 from app.console.forms import (
     BINDING_FLAGS,
@@ -510,16 +512,43 @@ def delete_client(client_id: str):
 # --- Secrets -------------------------------------------------------------------
 
 
-def _secret_page(client: Client, secret, plaintext: str, reason: str):
-    """The one page that ever shows a secret; never cached (see console_headers)."""
-    page = render_template(
+def _secret_page(client: Client, secret, plaintext: str, reason: str, **extra: Any):
+    """Keep the new secret for the next page only and redirect there (post/redirect/get).
+
+    A refresh of that page then neither shows the secret again nor repeats
+    the action that made it.
+    """
+    keep_once(
+        {
+            "kind": "secret",
+            "client_id": client.id,
+            "reason": reason,
+            "plaintext": plaintext,
+            "hint": secret.hint,
+            "expires_at": secret.expires_at.isoformat() if secret.expires_at else None,
+            **extra,
+        }
+    )
+    return redirect(url_for("console.shown_secret", client_id=client.id), 303)
+
+
+@bp.get("/clients/<client_id>/secrets/new")
+@login_required
+def shown_secret(client_id: str):
+    """The one page that ever shows a secret, once; never cached (see console_headers)."""
+    require("clients:read")
+    client = _client(client_id)
+    shown = take_once()
+    if shown is None or shown.get("kind") != "secret" or shown.get("client_id") != client.id:
+        flash("A new secret is shown only once, right after it is made.", "info")
+        return redirect(url_for("console.show_client", client_id=client.id, _anchor="secrets"))
+    expires_at = datetime.fromisoformat(shown["expires_at"]) if shown["expires_at"] else None
+    return render_template(
         "console/secret_shown.html",
         client=client,
-        secret=secret,
-        plaintext=plaintext,
-        reason=reason,
+        shown=shown,
+        expires_at=expires_at,
     )
-    return make_response(page, 201)
 
 
 @bp.post("/clients/<client_id>/secrets")
@@ -607,16 +636,32 @@ def add_key(client_id: str):
     key, generated = key_service.add_key(client, body.get("public_jwk"), g.caller.client_id)
     db.session.commit()
     if generated is not None:
-        page = render_template(
-            "console/key_shown.html",
-            client=client,
-            key=key,
-            private_jwk=json.dumps(generated.private_jwk, indent=2),
-            private_key_pem=generated.private_key_pem,
+        keep_once(
+            {
+                "kind": "key",
+                "client_id": client.id,
+                "kid": key.kid,
+                "alg": key.alg,
+                "private_jwk": json.dumps(generated.private_jwk, indent=2),
+                "private_key_pem": generated.private_key_pem,
+            }
         )
-        return page, 201
+        return redirect(url_for("console.shown_key", client_id=client.id), 303)
     flash(f"Key {key.kid} added.", "success")
     return redirect(url_for("console.show_client", client_id=client.id, _anchor="keys"), 303)
+
+
+@bp.get("/clients/<client_id>/keys/new")
+@login_required
+def shown_key(client_id: str):
+    """The one page that ever shows a generated private key, once."""
+    require("clients:read")
+    client = _client(client_id)
+    shown = take_once()
+    if shown is None or shown.get("kind") != "key" or shown.get("client_id") != client.id:
+        flash("A generated private key is shown only once, right after it is made.", "info")
+        return redirect(url_for("console.show_client", client_id=client.id, _anchor="keys"))
+    return render_template("console/key_shown.html", client=client, shown=shown)
 
 
 @bp.post("/clients/<client_id>/keys/<kid>/delete")

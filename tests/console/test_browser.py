@@ -147,9 +147,14 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     assert requests.post(token_url, data=form, auth=(client_id, rotated), timeout=5).ok
     response = requests.post(token_url, data=form, auth=(client_id, secret), timeout=5)
     assert response.status_code == 401
+    # A refresh of the shown secret neither shows it again nor rotates again.
+    page.reload()
+    page.wait_for_url(f"{base_url}/console/clients/{client_id}#secrets")
+    page.get_by_text("A new secret is shown only once").wait_for()
+    assert rotated not in page.content()
+    assert requests.post(token_url, data=form, auth=(client_id, rotated), timeout=5).ok
 
     # Lock it in the console; the management API then refuses changes (409).
-    page.get_by_role("link", name="Done: back to browser-made").click()
     page.get_by_role("button", name="Lock").click()
     page.get_by_text("Locked: no change is possible").wait_for()
     page.screenshot(path=shots / "client_locked.png", full_page=True)
@@ -211,7 +216,7 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     assert not foreign, f"the console fetched from another host: {foreign}"
     assert not problems, f"browser errors: {problems}"
     names = sorted(p.name for p in shots.iterdir())
-    assert len(names) == 9, names
+    assert len(names) == 10, names
     for shot in shots.iterdir():
         assert shot.stat().st_size > 5_000
     if os.environ.get("CONSOLE_SCREENSHOTS"):

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Client, ClientSecret
 from tests.conftest import basic_auth
-from tests.console.test_console import Console, token_status
+from tests.console.test_console import CLIENT_ID_RE, SECRET_RE, Console, token_status
+
+SECRET_PREFIX = "ccs_"
 
 FORM_RE = re.compile(r'<form method="post" action="([^"]+)">(.*?)</form>', re.S)
 HIDDEN_RE = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
@@ -138,3 +140,74 @@ def test_confirmation_pages_need_clients_write(client, factory):
     assert reader.signin(*factory.admin("acme", scopes=["clients:read"])).status_code == 303
     cid, _ = factory.client("acme")
     assert reader.get(f"/console/clients/{cid}/confirm/disable").status_code == 403
+
+
+# --- Post/redirect/get: a new secret shown once from the session -------------------------
+
+
+def test_rotation_redirects_and_a_refresh_neither_shows_nor_rotates_again(app, acme, factory):
+    cid, first = factory.client("acme")
+    posted = acme.post(
+        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}
+    )
+    assert posted.status_code == 303
+    location = posted.headers["Location"]
+    assert location.endswith(f"/console/clients/{cid}/secrets/new")
+    # The secret crosses the redirect sealed: the cookie never holds it in the clear.
+    assert all(SECRET_PREFIX not in value for value in posted.headers.getlist("Set-Cookie"))
+    page = acme.get(location)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    new = SECRET_RE.search(page.get_data(as_text=True)).group(1)
+    assert token_status(acme.http, cid, new) == 200
+    assert token_status(acme.http, cid, first) == 401
+    secrets_after = secret_ids(app, cid)
+
+    refreshed = acme.get(location)
+    assert refreshed.status_code == 302
+    assert refreshed.headers["Location"].endswith(f"/console/clients/{cid}#secrets")
+    assert new not in refreshed.get_data(as_text=True)
+    landing = acme.get(refreshed.headers["Location"]).get_data(as_text=True)
+    assert "shown only once" in landing and new not in landing
+    assert secret_ids(app, cid) == secrets_after  # no second rotation
+    assert token_status(acme.http, cid, new) == 200
+
+
+def test_create_and_add_redirect_to_a_page_shown_once(app, acme, factory):
+    acme.get("/console/clients/new")
+    posted = acme.post("/console/clients/new", {"name": "prg-made", "scopes": "read"})
+    assert posted.status_code == 303
+    page = acme.get(posted.headers["Location"]).get_data(as_text=True)
+    assert "Client prg-made created" in page
+    cid = CLIENT_ID_RE.search(page).group(1)
+    assert acme.get(posted.headers["Location"]).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).where(Client.name == "prg-made")) == 1
+
+    posted = acme.post(f"/console/clients/{cid}/secrets", {"description": "", "expires_in": "0"})
+    assert posted.status_code == 303
+    assert SECRET_RE.search(acme.get(posted.headers["Location"]).get_data(as_text=True))
+    assert len(secret_ids(app, cid)) == 2
+    assert acme.get(posted.headers["Location"]).status_code == 302
+    assert len(secret_ids(app, cid)) == 2
+
+
+def test_a_kept_secret_opens_only_in_its_own_session_and_client(client, app, acme, factory):
+    cid, _ = factory.client("acme")
+    other, _ = factory.client("acme")
+    posted = acme.post(f"/console/clients/{cid}/secrets", {"description": "", "expires_in": "0"})
+    # Another client's page finds no secret for it (and the kept one is dropped).
+    assert acme.get(f"/console/clients/{other}/secrets/new").status_code == 302
+    assert acme.get(posted.headers["Location"]).status_code == 302
+    # A cookie copied into another signed-in session opens nothing there.
+    posted = acme.post(f"/console/clients/{cid}/secrets", {"description": "", "expires_in": "0"})
+    stolen = posted.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    with app.test_request_context():
+        from flask import current_app
+
+        serializer = current_app.session_interface.get_signing_serializer(current_app)
+        sealed = serializer.loads(stolen)["once"]
+    intruder = Console(app.test_client())
+    assert intruder.signin(*factory.admin("acme")).status_code == 303
+    with intruder.http.session_transaction("/console/clients") as session:
+        session["once"] = sealed
+    assert intruder.get(f"/console/clients/{cid}/secrets/new").status_code == 302

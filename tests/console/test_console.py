@@ -37,6 +37,13 @@ class Console:
             data.setdefault("csrf_token", self.token)
         return self.http.post(path, data=data)
 
+    def shown(self, response):
+        """Follow a POST's 303 to the page that shows its secret once (post/redirect/get)."""
+        assert response.status_code == 303, response.get_data(as_text=True)
+        page = self.get(response.headers["Location"])
+        assert page.status_code == 200, page.get_data(as_text=True)
+        return page
+
     def signin(self, client_id: str, secret: str):
         self.get("/console/signin")
         response = self.post("/console/signin", {"client_id": client_id, "client_secret": secret})
@@ -48,8 +55,7 @@ class Console:
     def create(self, **fields) -> tuple[str, str, object]:
         """Create a client through the form; returns (id, shown secret, response)."""
         self.get("/console/clients/new")
-        response = self.post("/console/clients/new", fields)
-        assert response.status_code == 201, response.get_data(as_text=True)
+        response = self.shown(self.post("/console/clients/new", fields))
         text = response.get_data(as_text=True)
         return CLIENT_ID_RE.search(text).group(1), SECRET_RE.search(text).group(1), response
 
@@ -223,7 +229,7 @@ def test_session_ends_when_its_secret_is_deleted(factory, console, app):
     response = other_admin.post(
         f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}
     )
-    assert response.status_code == 201
+    assert response.status_code == 303
     assert console.get("/console/clients").status_code == 302
 
 
@@ -426,10 +432,11 @@ def test_scopes_of_the_admin_client_apply(factory, console):
 
 def test_secrets_add_rotate_delete(system_admin, console, client, factory):
     cid, first, _ = console.create(name="rotating")
-    response = console.post(
-        f"/console/clients/{cid}/secrets", {"description": "ci deploy", "expires_in": "86400"}
+    response = console.shown(
+        console.post(
+            f"/console/clients/{cid}/secrets", {"description": "ci deploy", "expires_in": "86400"}
+        )
     )
-    assert response.status_code == 201
     second = SECRET_RE.search(response.get_data(as_text=True)).group(1)
     assert token_status(client, cid, second) == 200
     headers = factory.admin_headers("system")
@@ -437,17 +444,20 @@ def test_secrets_add_rotate_delete(system_admin, console, client, factory):
     described = [s for s in listed if s["description"] == "ci deploy"]
     assert described and described[0]["expires_at"] is not None
 
-    response = console.post(
-        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}
+    response = console.shown(
+        console.post(
+            f"/console/clients/{cid}/secrets/rotate", {"grace_period": "0", "confirm": "yes"}
+        )
     )
-    assert response.status_code == 201
     third = SECRET_RE.search(response.get_data(as_text=True)).group(1)
     assert token_status(client, cid, third) == 200
     assert token_status(client, cid, first) == 401
     assert token_status(client, cid, second) == 401
 
-    response = console.post(
-        f"/console/clients/{cid}/secrets/rotate", {"grace_period": "3600", "confirm": "yes"}
+    response = console.shown(
+        console.post(
+            f"/console/clients/{cid}/secrets/rotate", {"grace_period": "3600", "confirm": "yes"}
+        )
     )
     fourth = SECRET_RE.search(response.get_data(as_text=True)).group(1)
     assert token_status(client, cid, third) == 200  # still in its grace period
@@ -470,10 +480,13 @@ def test_secrets_add_rotate_delete(system_admin, console, client, factory):
 
 def test_keys_generate_register_delete(system_admin, console, client, factory):
     cid, _, _ = console.create(name="keyed")
-    response = console.post(f"/console/clients/{cid}/keys", {"action": "generate"})
-    assert response.status_code == 201
-    text = html.unescape(response.get_data(as_text=True))
+    posted = console.post(f"/console/clients/{cid}/keys", {"action": "generate"})
+    assert posted.headers["Location"].endswith(f"/console/clients/{cid}/keys/new")
+    text = html.unescape(console.shown(posted).get_data(as_text=True))
     assert "-----BEGIN PRIVATE KEY-----" in text
+    # Shown once: a refresh shows no key and generates none.
+    again = console.get(posted.headers["Location"])
+    assert again.status_code == 302 and "PRIVATE KEY" not in again.get_data(as_text=True)
     assert console.get(f"/console/clients/{cid}").get_data(as_text=True).count("PRIVATE KEY") == 0
 
     private = ed25519.Ed25519PrivateKey.generate()

@@ -159,4 +159,4 @@ def test_console_client_audiences_follow_the_api_rule(app, factory, console):
     ok = console.post(
         "/console/clients/new", {"name": "honest", "audiences": "https://acme-api.example"}
     )
-    assert ok.status_code == 201
+    assert ok.status_code == 303
