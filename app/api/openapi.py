@@ -42,6 +42,7 @@ COMPONENTS: tuple[Any, ...] = (
     s.ResourceServerPage,
     s.Secret,
     s.NewSecret,
+    s.RotatedSecret,
     s.SecretList,
     s.SecretCreate,
     s.SecretRotate,

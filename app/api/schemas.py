@@ -44,7 +44,7 @@ from app.audit.events import AuditAction
 from app.clients import federation
 from app.clients import keys as client_keys
 from app.clients.hashing import SECRET_PREFIX
-from app.clients.secrets import MAX_GRACE_PERIOD, MAX_SECRET_LIFETIME
+from app.clients.secrets import DEFAULT_GRACE_PERIOD, MAX_GRACE_PERIOD, MAX_SECRET_LIFETIME
 from app.clients.service import (
     ACCOUNT_MANAGEMENT_SCOPES,
     CLIENT_DEFAULTS,
@@ -351,7 +351,7 @@ class SecretRotate(TypedDict, total=False):
             ge=0,
             le=MAX_GRACE_PERIOD,
             description="Seconds the other active secrets keep working.",
-            json_schema_extra={"default": 0},
+            json_schema_extra={"default": DEFAULT_GRACE_PERIOD},
         ),
     ]
 
@@ -768,6 +768,13 @@ class Secret(BaseModel):
 
 class NewSecret(Secret):
     secret: NewSecretValue
+
+
+class RotatedSecret(NewSecret):
+    """A rotation's new secret, and when the secrets it replaced stop working."""
+
+    #: The rotation time plus the grace period: equal to created_at without grace.
+    old_secrets_expire_at: Time
 
 
 class SecretList(BaseModel):

@@ -83,10 +83,10 @@ def create_client_secret(client_id: str, body: s.SecretCreate):
     "rotateClientSecret",
     tag="secrets",
     status=201,
-    response=s.NewSecret,
+    response=s.RotatedSecret,
     body=s.SecretRotate,
     body_optional=True,
-    description="The new secret, shown once.",
+    description="The new secret, shown once, and when the old ones stop working.",
     headers=("Location",),
     errors=(409,),
 )
@@ -94,11 +94,15 @@ def rotate_client_secret(client_id: str, body: s.SecretRotate):
     """New secret; every other active secret expires after grace_period seconds."""
     client = get_client(g.caller.account_filter(), client_id, for_update=True)
     policy.ensure_may_manage(g.caller.scopes, client)
+    grace = body.get("grace_period", secrets_service.DEFAULT_GRACE_PERIOD)
     secret, plaintext = secrets_service.rotate_secret(
-        client, body.get("grace_period", 0), g.caller.client_id, runtime().pepper
+        client, grace, g.caller.client_id, runtime().pepper
     )
     db.session.commit()
-    return _created(client.id, secret, plaintext)
+    old_end = secrets_service.old_secrets_end(secret.created_at, grace)
+    result = s.dump(s.RotatedSecret, secret, secret=plaintext, old_secrets_expire_at=old_end)
+    location = url_for("api.get_client_secret", client_id=client.id, secret_id=secret.id)
+    return result, 201, {"Location": location}
 
 
 @bp.delete("/clients/<client_id>/secrets/<secret_id>")

@@ -18,7 +18,7 @@ from flask import Blueprint, Flask
 
 from app.api.schemas import client_to_dict
 from app.clients import policy, service
-from app.clients.secrets import MAX_GRACE_PERIOD
+from app.clients.secrets import DEFAULT_GRACE_PERIOD, MAX_GRACE_PERIOD
 from app.errors import AppError
 from app.extensions import db
 from app.models import Client
@@ -120,14 +120,14 @@ def clients_revoke_tokens(client_id: str) -> None:
 @click.option(
     "--grace-period",
     type=click.IntRange(0, MAX_GRACE_PERIOD),
-    default=0,
+    default=DEFAULT_GRACE_PERIOD,
     show_default=True,
     help="Seconds the client's other active secrets keep working.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def secrets_rotate(client_id: str, grace_period: int, as_json: bool) -> None:
     """Give a client a new secret (printed once); the others expire after the grace period."""
-    from app.clients.secrets import rotate_secret
+    from app.clients.secrets import old_secrets_end, rotate_secret
 
     client = _load(client_id, for_update=True)
     try:
@@ -136,12 +136,14 @@ def secrets_rotate(client_id: str, grace_period: int, as_json: bool) -> None:
     except AppError as exc:
         _fail(exc)
     db.session.commit()
+    old_end = old_secrets_end(secret.created_at, grace_period)
     if as_json:
         body = {
             "client_id": client.id,
             "secret_id": secret.id,
             "secret": plaintext,
             "created_at": isoformat(secret.created_at),
+            "old_secrets_expire_at": isoformat(old_end),
         }
         click.echo(json.dumps(body))
         return
@@ -149,6 +151,10 @@ def secrets_rotate(client_id: str, grace_period: int, as_json: bool) -> None:
     click.echo(f"secret_id: {secret.id}")
     click.echo(f"secret:    {plaintext}")
     click.echo("The secret is shown only this once; store it now.")
+    if grace_period == 0:
+        click.echo("The old secret stopped working now.")
+    else:
+        click.echo(f"The old secret works until {old_end:%Y-%m-%d %H:%M:%S} UTC.")
 
 
 def init_app(app: Flask) -> None:

@@ -108,6 +108,11 @@ def create_secret(
     return add_secret(client, pepper, actor, description=description, expires_in=expires_in)
 
 
+def old_secrets_end(rotated_at: datetime, grace_period: int) -> datetime:
+    """When the secrets a rotation replaced stop working, at the latest (each face says so)."""
+    return rotated_at + timedelta(seconds=grace_period)
+
+
 def rotate_secret(
     client: Client, grace_period: int, actor: str, pepper: bytes
 ) -> tuple[ClientSecret, str]:
@@ -122,7 +127,7 @@ def rotate_secret(
     """
     ensure_unlocked(client)
     now = utcnow()
-    cutoff = now + timedelta(seconds=grace_period)
+    cutoff = old_secrets_end(now, grace_period)
     active = db.session.scalars(
         sa.select(ClientSecret).where(
             ClientSecret.client_id == client.id,

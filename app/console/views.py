@@ -543,11 +543,13 @@ def shown_secret(client_id: str):
         flash("A new secret is shown only once, right after it is made.", "info")
         return redirect(url_for("console.show_client", client_id=client.id, _anchor="secrets"))
     expires_at = datetime.fromisoformat(shown["expires_at"]) if shown["expires_at"] else None
+    old_end = shown.get("old_secrets_expire_at")
     return render_template(
         "console/secret_shown.html",
         client=client,
         shown=shown,
         expires_at=expires_at,
+        old_secrets_expire_at=datetime.fromisoformat(old_end) if old_end else None,
     )
 
 
@@ -596,7 +598,15 @@ def rotate_secret(client_id: str):
         client, grace, g.caller.client_id, runtime().pepper
     )
     db.session.commit()
-    return _secret_page(client, secret, plaintext, "rotated")
+    old_end = secrets_service.old_secrets_end(secret.created_at, grace)
+    return _secret_page(
+        client,
+        secret,
+        plaintext,
+        "rotated",
+        grace_period=grace,
+        old_secrets_expire_at=old_end.isoformat(),
+    )
 
 
 @bp.post("/clients/<client_id>/secrets/<secret_id>/delete")

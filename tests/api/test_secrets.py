@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import typing
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -205,8 +206,10 @@ def test_rotate_without_grace_stops_old_secrets_at_once(client, factory, admin, 
     response = client.post(f"{API}/{cid}/secrets/rotate", json={"grace_period": 0}, headers=admin)
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
-    assert set(body) == SECRET_FIELDS | {"secret"}
+    assert set(body) == SECRET_FIELDS | {"secret", "old_secrets_expire_at"}
     assert body["expires_at"] is None
+    # Without grace the old secrets end when the new one is made.
+    assert body["old_secrets_expire_at"] == body["created_at"]
     assert response.headers["Location"] == f"{API}/{cid}/secrets/{body['id']}"
     assert token_status(client, cid, first) == 401
     assert token_status(client, cid, second) == 401
@@ -231,6 +234,24 @@ def test_rotate_default_grace_is_zero(client, factory, admin):
     response = client.post(f"{API}/{cid}/secrets/rotate", headers=admin)
     assert response.status_code == 201
     assert token_status(client, cid, first) == 401
+    body = response.get_json()
+    assert body["old_secrets_expire_at"] == body["created_at"]
+
+
+def test_one_rotation_default_for_every_face(app):
+    """The API's schema, the CLI's option and the console's form offer the service's default."""
+    from app.api.schemas import SecretRotate
+    from app.cli.clients import secrets_rotate
+    from app.clients.secrets import DEFAULT_GRACE_PERIOD
+    from app.console.forms import GRACE_PERIODS
+
+    assert DEFAULT_GRACE_PERIOD == 0  # docs/api.md: a rotation is often the answer to a leak
+    hints = typing.get_type_hints(SecretRotate, include_extras=True)
+    field = hints["grace_period"].__metadata__[0]
+    assert field.json_schema_extra == {"default": DEFAULT_GRACE_PERIOD}
+    option = next(p for p in secrets_rotate.params if p.name == "grace_period")
+    assert option.default == DEFAULT_GRACE_PERIOD
+    assert DEFAULT_GRACE_PERIOD in dict(GRACE_PERIODS)
 
 
 def test_rotate_with_grace_keeps_old_secrets_until_then(client, factory, admin):
@@ -241,6 +262,9 @@ def test_rotate_with_grace_keeps_old_secrets_until_then(client, factory, admin):
     )
     assert response.status_code == 201
     new = response.get_json()
+    assert parse_time(new["old_secrets_expire_at"]) - parse_time(new["created_at"]) == timedelta(
+        seconds=3600
+    )
     assert token_status(client, cid, first) == 200
     assert token_status(client, cid, short["secret"]) == 200
     assert token_status(client, cid, new["secret"]) == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import sqlalchemy as sa
 
@@ -76,6 +77,10 @@ def test_lock_and_unlock(runner, client, factory, app):
     assert runner.invoke(args=["clients", "lock", "missing"]).exit_code == 1
 
 
+def plain_secret(output: str) -> str:
+    return next(line.split()[1] for line in output.splitlines() if line.startswith("secret:"))
+
+
 def test_secrets_rotate(runner, client, factory, app):
     cid, old = factory.client("acme", name="rot")
     result = runner.invoke(args=["secrets", "rotate", cid, "--json"])
@@ -84,13 +89,19 @@ def test_secrets_rotate(runner, client, factory, app):
     assert body["client_id"] == cid and body["secret"].startswith("ccs_")
     assert token_status(client, cid, body["secret"]) == 200
     assert token_status(client, cid, old) == 401  # no grace: the old one stops at once
+    assert body["old_secrets_expire_at"] == body["created_at"]
+    plain = runner.invoke(args=["secrets", "rotate", cid])
+    assert "The old secret stopped working now." in plain.output
     graced = runner.invoke(args=["secrets", "rotate", cid, "--grace-period", "600"])
     assert graced.exit_code == 0
+    assert re.search(
+        r"The old secret works until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", graced.output
+    )
     newest = next(
         line.split()[1] for line in graced.output.splitlines() if line.startswith("secret:")
     )
     assert token_status(client, cid, newest) == 200
-    assert token_status(client, cid, body["secret"]) == 200  # within its grace period
+    assert token_status(client, cid, plain_secret(plain.output)) == 200  # within its grace period
     assert [a for a in audit_actions(app, body["secret_id"])] == [("cli", "secret.rotated")]
     with app.app_context():
         stored = " ".join(

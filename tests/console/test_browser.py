@@ -142,6 +142,7 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     page.screenshot(path=shots / "confirm_rotate.png", full_page=True)
     page.get_by_role("button", name="Rotate secret", exact=True).click()
     page.get_by_role("heading", name="Secret rotated").wait_for()
+    page.get_by_text("The old secret stopped working now.").wait_for()
     rotated = page.get_by_label("Client secret").input_value()
     assert rotated != secret
     assert requests.post(token_url, data=form, auth=(client_id, rotated), timeout=5).ok

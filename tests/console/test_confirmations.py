@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -211,3 +212,36 @@ def test_a_kept_secret_opens_only_in_its_own_session_and_client(client, app, acm
     with intruder.http.session_transaction("/console/clients") as session:
         session["once"] = sealed
     assert intruder.get(f"/console/clients/{cid}/secrets/new").status_code == 302
+
+
+# --- One rotation default; the result says until when the old secret works ---------------
+
+
+def test_rotation_result_says_until_when_the_old_secret_works(app, acme, factory):
+    from app.clients.secrets import DEFAULT_GRACE_PERIOD
+
+    cid, first = factory.client("acme")
+    page = acme.get(f"/console/clients/{cid}").get_data(as_text=True)
+    selected = re.search(r'<option value="(\d+)" selected>', page).group(1)
+    assert int(selected) == DEFAULT_GRACE_PERIOD
+
+    rotate = f"/console/clients/{cid}/secrets/rotate"
+    shown = acme.shown(acme.post(rotate, {"grace_period": "0", "confirm": "yes"}))
+    assert "The old secret stopped working now." in shown.get_data(as_text=True)
+
+    shown = acme.shown(acme.post(rotate, {"grace_period": "3600", "confirm": "yes"}))
+    text = shown.get_data(as_text=True)
+    match = re.search(
+        r'The old secret works until <time datetime="([^"]+)">([^<]+) UTC</time>', text
+    )
+    assert match, text
+    with app.app_context():
+        newest = db.session.scalars(
+            sa.select(ClientSecret)
+            .where(ClientSecret.client_id == cid, ClientSecret.expires_at.is_not(None))
+            .order_by(ClientSecret.expires_at.desc())
+        ).first()
+    until = datetime.fromisoformat(match.group(1))
+    # The page's time is the old secrets' stored expiry (to the second).
+    assert abs(until - newest.expires_at) < timedelta(seconds=1)
+    assert match.group(2) == newest.expires_at.strftime("%Y-%m-%d %H:%M:%S")
