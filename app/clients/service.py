@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -298,6 +299,91 @@ def list_clients(
         query = query.where(_has_tag(tag))
     query = query.order_by(Client.created_at, Client.id).limit(limit)
     return list(db.session.scalars(query))
+
+
+def list_clients_before(
+    account_id: str | None,
+    before: tuple[datetime, str],
+    *,
+    limit: int,
+    tag: str | None = None,
+    client_type: str | None = None,
+    name_prefix: str | None = None,
+) -> list[Client]:
+    """The clients just before a keyset position, nearest first (for a "previous page").
+
+    Same filters as list_clients, walking the (created_at, id) order backwards.
+    """
+    query = sa.select(Client).where(sa.tuple_(Client.created_at, Client.id) < before)
+    if account_id is not None:
+        query = query.where(Client.account_id == account_id)
+    if client_type is not None:
+        query = query.where(Client.client_type == client_type)
+    if name_prefix is not None:
+        query = query.where(Client.name.startswith(name_prefix, autoescape=True))
+    if tag is not None:
+        query = query.where(_has_tag(tag))
+    query = query.order_by(Client.created_at.desc(), Client.id.desc()).limit(limit)
+    return list(db.session.scalars(query))
+
+
+@dataclass(frozen=True)
+class CredentialSummary:
+    """A client's secrets and keys at a glance, for listings."""
+
+    #: The latest use of any of its secrets or keys; None: never used.
+    last_used_at: datetime | None
+    #: How many of its secrets and keys still work.
+    active: int
+    #: When the last of them stops working; None when one never expires (or none works).
+    expires_at: datetime | None
+
+
+def credential_summaries(client_ids: Iterable[str]) -> dict[str, CredentialSummary]:
+    """Last use and expiry of each client's secrets and keys, in two grouped queries."""
+    ids = list(client_ids)
+    now = utcnow()
+    found: dict[str, list[Any]] = {cid: [None, 0, 0, None] for cid in ids}
+    if not ids:
+        return {}
+    for model in (ClientSecret, ClientKey):
+        active = sa.or_(model.expires_at.is_(None), model.expires_at > now)
+        rows = db.session.execute(
+            sa.select(
+                model.client_id,
+                sa.func.max(model.last_used_at),
+                sa.func.count().filter(active),
+                sa.func.count().filter(active, model.expires_at.is_(None)),
+                sa.func.max(model.expires_at).filter(active),
+            )
+            .where(model.client_id.in_(ids))
+            .group_by(model.client_id)
+        )
+        for cid, last_used, count, forever, latest in rows:
+            entry = found[cid]
+            if last_used is not None and (entry[0] is None or last_used > entry[0]):
+                entry[0] = last_used
+            entry[1] += count
+            entry[2] += forever
+            if latest is not None and (entry[3] is None or latest > entry[3]):
+                entry[3] = latest
+    return {
+        cid: CredentialSummary(
+            last_used_at=_aware(last_used),
+            active=active,
+            expires_at=None if forever or not active else _aware(latest),
+        )
+        for cid, (last_used, active, forever, latest) in found.items()
+    }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # Aggregates bypass the UTCDateTime column type: SQLite gives naive (or text) values.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def client_position(client: Client) -> list[Any]:

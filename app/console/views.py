@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import (
     Response,
+    current_app,
     flash,
     g,
     redirect,
@@ -17,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from app.api import schemas
@@ -51,6 +53,7 @@ from app.console.forms import (
     form_values,
     token_binding,
 )
+from app.console.relative_time import relative_time
 from app.errors import AppError, BadRequest, NotFound, PreconditionFailed, ValidationError
 from app.extensions import db
 from app.models import CLIENT_TYPES, AuditEvent, Client
@@ -88,6 +91,16 @@ def template_globals() -> dict[str, Any]:
         "certificate_rules": CERTIFICATE_RULES,
         "security_profiles": SECURITY_PROFILES,
     }
+
+
+@bp.app_template_global("when")
+def when(value: datetime | None, now: datetime, empty: str = "—") -> Markup:
+    """A relative time ("3 min ago") in a <time> whose title is the exact UTC time."""
+    if value is None:
+        return Markup('<span class="muted">{}</span>').format(empty)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        value.isoformat(), console_time(value), relative_time(value, now)
+    )
 
 
 @bp.app_template_filter("console_time")
@@ -200,31 +213,46 @@ def list_clients():
     if args.get("cursor"):
         after = service.position_after(decode_cursor(service.CLIENT_LISTING, args["cursor"]))
     account = filters["account_id"] or g.caller.account_filter()
-    rows = service.list_clients(
-        account,
-        after=after,
-        limit=PAGE_SIZE + 1,
-        tag=filters["tag"] or None,
-        client_type=filters["client_type"] or None,
-        name_prefix=filters["name_prefix"] or None,
-    )
+    narrowing: dict[str, Any] = {
+        "tag": filters["tag"] or None,
+        "client_type": filters["client_type"] or None,
+        "name_prefix": filters["name_prefix"] or None,
+    }
+    size = _page_size()
+    rows = service.list_clients(account, after=after, limit=size + 1, **narrowing)
     kept: dict[str, Any] = {k: v for k, v in filters.items() if v}
     next_url = None
-    if len(rows) > PAGE_SIZE:
-        rows = rows[:PAGE_SIZE]
+    if len(rows) > size:
+        rows = rows[:size]
         cursor = encode_cursor(service.CLIENT_LISTING, service.client_position(rows[-1]))
         next_url = url_for("console.list_clients", cursor=cursor, **kept)
-    first_url = None
+    # The previous page is computed, not remembered: the `size` clients
+    # before this page's first (or before the cursor when this page is
+    # empty); its cursor is the client just before those, if any.
+    prev_url = None
     if after is not None:
-        first_url = url_for("console.list_clients", **kept)
+        before = (rows[0].created_at, rows[0].id) if rows else after
+        earlier = service.list_clients_before(account, before, limit=size + 1, **narrowing)
+        if len(earlier) > size:
+            cursor = encode_cursor(service.CLIENT_LISTING, service.client_position(earlier[-1]))
+            prev_url = url_for("console.list_clients", cursor=cursor, **kept)
+        else:
+            prev_url = url_for("console.list_clients", **kept)
     return render_template(
         "console/clients.html",
         clients=rows,
         filters=filters,
         problems=problems,
         next_url=next_url,
-        first_url=first_url,
+        prev_url=prev_url,
+        credentials=service.credential_summaries(c.id for c in rows),
+        now=utcnow(),
     )
+
+
+def _page_size() -> int:
+    """Rows per console page (CONSOLE_PAGE_SIZE; tests make it small)."""
+    return int(current_app.config.get("CONSOLE_PAGE_SIZE", PAGE_SIZE))
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])
