@@ -16,6 +16,7 @@ from urllib.parse import quote
 import jwt
 from flask import current_app, g, request
 
+from app.clients import policy
 from app.clients.service import SYSTEM_ACCOUNT
 from app.errors import Forbidden, Unauthorized
 from app.oauth import rfc9449
@@ -173,8 +174,8 @@ def require_scope(scope: str) -> Callable:
                         )
                     },
                 )
-            if scope.startswith("keys:") and not caller.is_system:
-                raise Forbidden("Signing keys belong to the system account.")
+            if scope.startswith("keys:"):
+                policy.ensure_may_use_signing_keys(scope, caller.scopes, caller.is_system)
             g.caller = caller
             return view(*args, **kwargs)
 

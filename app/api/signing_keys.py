@@ -15,11 +15,7 @@ from app.signing import keys as keys_service
 
 
 def _key_list() -> dict[str, Any]:
-    # Newest first: next, current, then retired keys by age.
-    order = {"next": 0, "current": 1, "retired": 2}
-    keys = [key for group in keys_service.keys_by_status().values() for key in group]
-    keys.sort(key=lambda k: (order[k.status], -k.created_at.timestamp()))
-    return s.dump(s.SigningKeyList, {"data": keys})
+    return s.dump(s.SigningKeyList, {"data": keys_service.keys_for_listing()})
 
 
 @bp.get("/signing-keys")

@@ -19,6 +19,20 @@ MANAGEMENT_SCOPES = (
 OPERATOR_SCOPES = frozenset(MANAGEMENT_SCOPES)
 
 
+def ensure_may_use_signing_keys(scope: str, caller_scopes: Iterable[str], is_system: bool) -> None:
+    """The server's signing keys: the `keys:*` scope asked for, held by a system-account admin.
+
+    One rule for the API and the console (docs/api.md §2.4).
+
+    :raise Forbidden: insufficient_scope without the scope; else when the
+        caller is not of the system account.
+    """
+    if scope not in caller_scopes:
+        raise Forbidden(f"This needs the {scope!r} scope.", code="insufficient_scope")
+    if scope.startswith("keys:") and not is_system:
+        raise Forbidden("Signing keys belong to the system account.")
+
+
 def ensure_unlocked(client: Client) -> None:
     """Refuse a change to a locked client (docs/api.md §2.1).
 

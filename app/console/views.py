@@ -60,6 +60,7 @@ from app.models import CLIENT_TYPES, AuditEvent, Client
 from app.models.client import SECURITY_PROFILES
 from app.protocol import AUTH_METHODS
 from app.runtime import runtime
+from app.signing import keys as signing_key_service
 from app.timeutil import utcnow
 
 PAGE_SIZE = 25
@@ -713,6 +714,19 @@ def delete_key(client_id: str, kid: str):
     db.session.commit()
     flash("Key deleted.", "success")
     return redirect(url_for("console.show_client", client_id=client.id, _anchor="keys"), 303)
+
+
+# --- Signing keys ------------------------------------------------------------------
+
+
+@bp.get("/signing-keys")
+@login_required
+def signing_keys():
+    """The server's signing keys, read-only: the API's rule (keys:read, system account)."""
+    policy.ensure_may_use_signing_keys("keys:read", g.caller.scopes, g.caller.is_system)
+    return render_template(
+        "console/signing_keys.html", keys=signing_key_service.keys_for_listing(), now=utcnow()
+    )
 
 
 # --- Audit log -------------------------------------------------------------------

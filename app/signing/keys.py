@@ -287,6 +287,14 @@ def keys_by_status() -> dict[str, list[SigningKey]]:
     return result
 
 
+def keys_for_listing() -> list[SigningKey]:
+    """Every key as listings show them: next, current, then retired keys newest first."""
+    order = {"next": 0, "current": 1, "retired": 2}
+    keys = [key for group in keys_by_status().values() for key in group]
+    keys.sort(key=lambda k: (order[k.status], -k.created_at.timestamp()))
+    return keys
+
+
 def init_keys(alg: str, keys_dir: str, passphrase: str | None) -> list[SigningKey]:
     """Make a current and a next key when missing; returns the keys made.
 
