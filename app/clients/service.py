@@ -414,3 +414,79 @@ def _has_tag(tag: str) -> sa.ColumnElement[bool] | sa.TextClause:
     return sa.text(
         "EXISTS (SELECT 1 FROM json_each(clients.tags) WHERE json_each.value = :tag)"
     ).bindparams(tag=tag)
+
+
+@dataclass(frozen=True)
+class AuditReference:
+    """What an audit event's actor or target names, for showing it by name with a link."""
+
+    #: client, secret, key, federated_credential, resource_server or signing_key.
+    kind: str
+    label: str
+    #: The client the object belongs to (or is), when it is one of a client's.
+    client_id: str | None = None
+    object_id: str | None = None
+
+
+def audit_references(refs: Iterable[str], account_id: str | None) -> dict[str, AuditReference]:
+    """Names for the ids audit events hold, for the objects that still exist and are visible.
+
+    `account_id` is the caller's listing filter (None: every account): an
+    object of another account stays an id. Refs naming nothing are left out.
+    """
+    from app.models import ResourceServer, SigningKey
+
+    plain = {r for r in refs if r and "/" not in r}
+    nested = {tuple(r.split("/", 1)) for r in refs if r and "/" in r}
+    client_ids = plain | {cid for cid, _ in nested}
+
+    def visible(model: Any, query: sa.Select[Any]) -> sa.Select[Any]:
+        return query if account_id is None else query.where(model.account_id == account_id)
+
+    clients = {
+        c.id: c
+        for c in db.session.scalars(
+            visible(Client, sa.select(Client).where(Client.id.in_(client_ids)))
+        )
+    }
+    found: dict[str, AuditReference] = {
+        cid: AuditReference("client", c.name, client_id=cid, object_id=cid)
+        for cid, c in clients.items()
+        if cid in plain
+    }
+    secrets = db.session.scalars(
+        sa.select(ClientSecret).where(
+            ClientSecret.id.in_(plain), ClientSecret.client_id.in_(clients)
+        )
+    )
+    for secret in secrets:
+        label = f"{clients[secret.client_id].name} · secret …{secret.hint}"
+        found[secret.id] = AuditReference("secret", label, secret.client_id, secret.id)
+    servers = db.session.scalars(
+        visible(ResourceServer, sa.select(ResourceServer).where(ResourceServer.id.in_(plain)))
+    )
+    for rs in servers:
+        found[rs.id] = AuditReference("resource_server", rs.name, object_id=rs.id)
+    if account_id is None or account_id == SYSTEM_ACCOUNT:
+        for key in db.session.scalars(sa.select(SigningKey).where(SigningKey.kid.in_(plain))):
+            found[key.kid] = AuditReference("signing_key", f"signing key {key.kid}")
+    subs = {sub for cid, sub in nested if cid in clients}
+    owned = [(c, s) for c, s in nested if c in clients]
+    credentials = {
+        (f.client_id, f.id): f
+        for f in db.session.scalars(
+            sa.select(FederatedCredential).where(FederatedCredential.id.in_(subs))
+        )
+    }
+    keys = {
+        (k.client_id, k.kid)
+        for k in db.session.scalars(sa.select(ClientKey).where(ClientKey.kid.in_(subs)))
+    }
+    for cid, sub in owned:
+        name = clients[cid].name
+        if (cid, sub) in credentials:
+            label = f"{name} · federated credential {credentials[(cid, sub)].name}"
+            found[f"{cid}/{sub}"] = AuditReference("federated_credential", label, cid, sub)
+        elif (cid, sub) in keys:
+            found[f"{cid}/{sub}"] = AuditReference("key", f"{name} · key {sub}", cid, sub)
+    return found

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +15,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -732,24 +735,164 @@ def signing_keys():
 # --- Audit log -------------------------------------------------------------------
 
 
+#: Most rows an export holds; narrow the filters for more (the API pages through all).
+EXPORT_LIMIT = 10_000
+#: A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _audit_filter() -> tuple[audit_events.EventFilter, dict[str, str], list[str]]:
+    """The audit filters of the query string: (the service's filter, the form's values, problems).
+
+    A bad value is dropped and named, as on the client list.
+    """
+    args = request.args
+    values = {
+        key: args.get(key, "").strip() for key in ("action", "actor", "target", "since", "until")
+    }
+    problems: list[str] = []
+    chosen: dict[str, Any] = {}
+    if values["action"]:
+        if values["action"] in audit_events.ACTIONS:
+            chosen["action"] = values["action"]
+        else:
+            problems.append("action: choose one of the listed actions")
+    for key in ("actor", "target"):
+        if values[key]:
+            if len(values[key]) <= 200 and "\x00" not in values[key]:
+                chosen[key] = values[key]
+            else:
+                problems.append(f"{key}: at most 200 characters")
+    for key in ("since", "until"):
+        if values[key]:
+            try:
+                moment = datetime.fromisoformat(values[key])
+            except ValueError:
+                problems.append(f"{key}: a UTC date and time, as YYYY-MM-DDTHH:MM")
+                continue
+            # The form's times are UTC, as every time the console shows.
+            chosen[key] = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    for problem in problems:
+        values[problem.split(":")[0]] = ""
+    return audit_events.EventFilter(**chosen), values, problems
+
+
+def _audit_names(rows: list[AuditEvent]) -> dict[str, dict[str, str]]:
+    """Each actor's and target's name and console link, where the object still exists."""
+    refs = {e.actor for e in rows} | {e.target for e in rows}
+    names: dict[str, dict[str, str]] = {}
+    for ref, found in service.audit_references(refs, g.caller.account_filter()).items():
+        if found.kind == "resource_server":
+            url = url_for("console.show_resource_server", resource_server_id=found.object_id)
+        elif found.kind == "signing_key":
+            url = url_for("console.signing_keys")
+        elif found.kind == "federated_credential":
+            url = url_for("console.list_federated_credentials", client_id=found.client_id)
+        else:
+            anchor = {"secret": "secrets", "key": "keys"}.get(found.kind)
+            url = url_for("console.show_client", client_id=found.client_id, _anchor=anchor)
+        names[ref] = {"label": found.label, "url": url}
+    return names
+
+
 @bp.get("/audit")
 @login_required
 def audit_log():
-    """Who changed what, newest first, paged like the API."""
+    """Who changed what, newest first, filtered and paged like the API."""
     require("audit:read")
+    where, values, problems = _audit_filter()
+    kept: dict[str, Any] = {k: v for k, v in values.items() if v}
+    account = g.caller.account_filter()
+    size = _page_size()
     cursor = request.args.get("cursor")
     before = None
     if cursor:
         position = decode_cursor(audit_events.AUDIT_LISTING, cursor)
         before = audit_events.position_before(position)
-    rows = audit_events.list_events(g.caller.account_filter(), before=before, limit=PAGE_SIZE + 1)
+    rows = audit_events.list_events(account, before=before, limit=size + 1, where=where)
     next_url = None
-    if len(rows) > PAGE_SIZE:
-        rows = rows[:PAGE_SIZE]
-        next_url = url_for(
-            "console.audit_log", cursor=encode_cursor(audit_events.AUDIT_LISTING, [rows[-1].id])
-        )
-    first_url = url_for("console.audit_log") if cursor else None
-    return render_template(
-        "console/audit.html", events=rows, next_url=next_url, first_url=first_url
+    if len(rows) > size:
+        rows = rows[:size]
+        cursor = encode_cursor(audit_events.AUDIT_LISTING, [rows[-1].id])
+        next_url = url_for("console.audit_log", cursor=cursor, **kept)
+    # The previous page: the `size` newer events just above this page; its
+    # cursor is the id just above those, or none when they reach the newest.
+    prev_url = None
+    if before is not None:
+        top = rows[0].id if rows else before - 1
+        newer = audit_events.list_events_above(account, top, limit=size + 1, where=where)
+        if len(newer) > size:
+            cursor = encode_cursor(audit_events.AUDIT_LISTING, [newer[size].id])
+            prev_url = url_for("console.audit_log", cursor=cursor, **kept)
+        else:
+            prev_url = url_for("console.audit_log", **kept)
+    page = render_template(
+        "console/audit.html",
+        events=rows,
+        names=_audit_names(rows),
+        values=values,
+        problems=problems,
+        actions=sorted(audit_events.ACTIONS),
+        next_url=next_url,
+        prev_url=prev_url,
+        csv_url=url_for("console.audit_export", fmt="csv", **kept),
+        json_url=url_for("console.audit_export", fmt="json", **kept),
+        now=utcnow(),
     )
+    return page, 400 if problems else 200
+
+
+def _export_rows(rows: list[AuditEvent]) -> list[dict[str, Any]]:
+    names = _audit_names(rows)
+    return [
+        {
+            "id": e.id,
+            "at": e.at.isoformat().replace("+00:00", "Z"),
+            "account_id": e.account_id,
+            "actor": e.actor,
+            "actor_name": names.get(e.actor, {}).get("label"),
+            "action": e.action,
+            "target": e.target,
+            "target_name": names.get(e.target, {}).get("label"),
+        }
+        for e in rows
+    ]
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+@bp.get("/audit/export.<fmt>")
+@login_required
+def audit_export(fmt: str):
+    """The filtered events (newest first, at most EXPORT_LIMIT) as CSV or JSON; never a secret."""
+    require("audit:read")
+    if fmt not in ("csv", "json"):
+        raise NotFound("Export as csv or json.")
+    where, _values, problems = _audit_filter()
+    if problems:
+        raise BadRequest("; ".join(problems))
+    rows = audit_events.list_events(
+        g.caller.account_filter(), before=None, limit=EXPORT_LIMIT, where=where
+    )
+    data = _export_rows(rows)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    if fmt == "json":
+        response = make_response(json.dumps({"data": data}, ensure_ascii=False, indent=1))
+        response.mimetype = "application/json"
+    else:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(EXPORT_FIELDS), lineterminator="\r\n")
+        writer.writeheader()
+        for row in data:
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        response = make_response(out.getvalue())
+        response.mimetype = "text/csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
+    return response
+
+
+EXPORT_FIELDS = ("id", "at", "account_id", "actor", "actor_name", "action", "target", "target_name")

@@ -180,7 +180,18 @@ def test_console_end_to_end(browser, base_url, factory, tmp_path: Path):
     audit_text = page.locator("main").inner_text()
     for action in ("client.created", "secret.rotated", "client.updated"):
         assert action in audit_text
-    assert admin_id in audit_text
+    # Actors and targets by name, linked, the id in the title.
+    assert page.locator(f'a[title="{admin_id}"]').count() > 0
+    assert page.locator(f'a[title="{client_id}"]').first.inner_text() == "browser-made"
+    page.get_by_label("Action").select_option("secret.rotated")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*/console/audit\?action=secret\.rotated.*"))
+    assert page.locator("tbody tr").count() == 1
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV").click()
+    exported = Path(download.value.path()).read_text()
+    assert "secret.rotated" in exported and "client.created" not in exported
+    assert secret not in exported and rotated not in exported
     page.screenshot(path=shots / "audit.png", full_page=True)
 
     # A form post that carries the session cookie but no CSRF token is refused.

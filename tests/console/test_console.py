@@ -523,7 +523,7 @@ def test_audit_log_page_is_paged_and_scoped(factory, console, app):
     globex, _ = factory.client("globex", name="g-0")
     console.signin(*factory.admin("acme"))
     first = console.get("/console/audit").get_data(as_text=True)
-    assert first.count("client.created") == 25
+    assert first.split("<tbody>")[1].count("client.created") == 25
     assert globex not in first
     next_url = html.unescape(re.search(r'href="([^"]+)" rel="next"', first).group(1))
     second = console.get(next_url).get_data(as_text=True)
