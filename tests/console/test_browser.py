@@ -258,3 +258,53 @@ def test_api_docs_render_offline(browser, base_url, tmp_path: Path):
     assert not foreign, f"/docs fetched from another host: {foreign}"
     assert not problems, f"browser errors: {problems}"
     page.close()
+
+
+def test_console_fits_a_390px_phone(browser, base_url, factory, tmp_path: Path):
+    """At 390x844 no page scrolls sideways: wide tables scroll in their wrapper, the nav wraps."""
+    admin_id, admin_secret = factory.admin("system")
+    cid, _ = factory.client(
+        "acme",
+        name="a-rather-long-client-name-for-a-phone-screen",
+        tags=["production", "payments", "europe-west"],
+        scopes=["orders:read", "orders:write", "payments:refund", "reports:export"],
+    )
+    factory.client("acme", name="second-client")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{base_url}/console/signin")
+    page.get_by_label("Client id").fill(admin_id)
+    page.get_by_label("Client secret").fill(admin_secret)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/console/clients")
+
+    def fits(name: str) -> None:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        page.screenshot(path=tmp_path / f"{name}-390.png", full_page=True)
+        wide = page.evaluate(
+            """() => [...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > 391)
+                .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))
+                .slice(0, 12)"""
+        )
+        assert width <= 390, f"{name}: the page is {width} px wide: {wide}"
+
+    fits("clients")
+    # The table itself is wider than the screen and scrolls inside its wrapper.
+    wrap = page.locator(".table-wrap").first
+    assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")
+    nav = page.locator("header.top nav ul")
+    assert nav.evaluate("el => el.scrollWidth <= el.clientWidth")  # wrapped, not clipped
+    page.goto(f"{base_url}/console/clients/{cid}")
+    fits("client_detail")
+    for path, name in (
+        ("/console/audit", "audit"),
+        ("/console/signing-keys", "signing_keys"),
+        ("/console/resource-servers", "resource_servers"),
+        (f"/console/clients/{cid}/confirm/disable", "confirm_disable"),
+    ):
+        page.goto(f"{base_url}{path}")
+        fits(name)
+    assert (tmp_path / "clients-390.png").stat().st_size > 5_000
+    context.close()
