@@ -285,7 +285,7 @@ def test_console_fits_a_390px_phone(browser, base_url, factory, tmp_path: Path):
         wide = page.evaluate(
             """() => [...document.querySelectorAll('body *')]
                 .filter(e => e.getBoundingClientRect().right > 391)
-                .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))
+                .map(e => `${e.tagName}.${e.className} ${e.getBoundingClientRect().right}`)
                 .slice(0, 12)"""
         )
         assert width <= 390, f"{name}: the page is {width} px wide: {wide}"
