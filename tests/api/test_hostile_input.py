@@ -214,7 +214,9 @@ def test_console_form_refuses_nul_and_survives_surrogate_bytes(factory, client):
     response = client.post(
         "/console/clients/new", data=raw, content_type="application/x-www-form-urlencoded"
     )
-    assert response.status_code == 201, response.get_data(as_text=True)[:500]
+    assert response.status_code == 303, response.get_data(as_text=True)[:500]
+    # Post/redirect/get: the page showing the new client's secret renders too.
+    assert console.get(response.headers["Location"]).status_code == 200
 
 
 def test_cli_refuses_nul_in_a_name(runner):
