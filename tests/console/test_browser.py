@@ -308,3 +308,60 @@ def test_console_fits_a_390px_phone(browser, base_url, factory, tmp_path: Path):
         fits(name)
     assert (tmp_path / "clients-390.png").stat().st_size > 5_000
     context.close()
+
+
+def test_console_pages_added_for_operators(browser, base_url, factory, tmp_path: Path):
+    """A preset federated credential, signing keys, a confirmed disable, audit filter and export."""
+    shots = tmp_path / "operators"
+    shots.mkdir()
+    admin_id, admin_secret = factory.admin("system")
+    cid, _ = factory.client("system", name="deployer")
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{base_url}/console/signin")
+    page.get_by_label("Client id").fill(admin_id)
+    page.get_by_label("Client secret").fill(admin_secret)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/console/clients")
+
+    # A GitHub Actions credential from its preset: preview in plain words, then add.
+    page.goto(f"{base_url}/console/clients/{cid}/federated-credentials")
+    page.get_by_role("link", name="GitHub Actions").click()
+    page.locator("#org").fill("acme")
+    page.locator("#repo").fill("billing")
+    page.locator("#branch").fill("main")
+    page.get_by_role("button", name="Preview").click()
+    assert "repo:acme/billing:ref:refs/heads/main" in page.content()
+    page.screenshot(path=shots / "federated_preview.png", full_page=True)
+    page.get_by_role("button", name="Add credential").click()
+    page.wait_for_url(re.compile(r".*/federated-credentials$"))
+    table = page.locator("#federated-credentials")
+    assert "token.actions.githubusercontent.com" in table.inner_text()
+    page.screenshot(path=shots / "federated_list.png", full_page=True)
+
+    # Signing keys: read-only, the current key listed.
+    page.goto(f"{base_url}/console/signing-keys")
+    assert "current" in page.content().lower()
+    page.screenshot(path=shots / "signing_keys.png", full_page=True)
+
+    # Disable asks first; confirming disables.
+    page.goto(f"{base_url}/console/clients/{cid}/confirm/disable")
+    page.screenshot(path=shots / "confirm_disable.png", full_page=True)
+    page.locator("form button[type=submit]").last.click()
+    page.wait_for_url(re.compile(rf".*/console/clients/{cid}.*"))
+    assert "disabled" in page.content().lower()
+
+    # The audit log filtered by target, and its CSV export of the same rows.
+    page.goto(f"{base_url}/console/audit")
+    page.locator("#target").fill(cid)
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_load_state()
+    rows = page.locator("table tbody tr")
+    assert rows.count() >= 2  # the credential added, the client disabled
+    page.screenshot(path=shots / "audit_filtered.png", full_page=True)
+    export = page.locator("a[href*='export.csv']").first.get_attribute("href")
+    assert export is not None and "target=" in export
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    csv_text = requests.get(f"{base_url}{export}", cookies=cookies, timeout=10).text
+    assert cid in csv_text and admin_secret not in csv_text
+    page.close()
