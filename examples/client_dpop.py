@@ -11,6 +11,7 @@ request and each API call, with `ath`), and answers a server's
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 import requests
 from requests_oauth2client import DPoPToken, OAuth2Client
@@ -30,20 +31,31 @@ def dpop_client(issuer: str, client_id: str, secret: str, *, testing: bool = Fal
     )
 
 
-def call_api(client: OAuth2Client, url: str, resource: str | None = None) -> requests.Response:
-    """GET `url` with a fresh DPoP-bound token (and a fresh proof) for `resource`."""
+def dpop_token(client: OAuth2Client, resource: str | None = None) -> DPoPToken:
+    """A fresh DPoP-bound token for `resource`; refuses a bearer token."""
     token = client.client_credentials(scope="read", resource=resource)
     if not isinstance(token, DPoPToken):
         raise RuntimeError("the server did not bind the token")
-    return requests.get(url, auth=token, timeout=10)
+    return token
+
+
+def call_api(client: OAuth2Client, url: str, resource: str | None = None) -> requests.Response:
+    """GET `url` with a fresh DPoP-bound token (and a fresh proof) for `resource`."""
+    return requests.get(url, auth=dpop_token(client, resource), timeout=10)
 
 
 if __name__ == "__main__":
+    issuer = os.environ.get("ISSUER", "http://localhost:5000")
     oauth2 = dpop_client(
-        os.environ.get("ISSUER", "http://localhost:5000"),
+        issuer,
         os.environ["CLIENT_ID"],
         os.environ["CLIENT_SECRET"],
-        testing=os.environ.get("ISSUER", "").startswith("http://localhost"),
+        # Plain HTTP only to this machine (make run); never across a network.
+        testing=urlsplit(issuer).hostname in ("localhost", "127.0.0.1", "::1"),
     )
-    answer = call_api(oauth2, os.environ.get("API", "http://localhost:8000/hello"))
+    token = dpop_token(oauth2)
+    print("token_type:", token.token_type)
+    answer = requests.get(
+        os.environ.get("API", "http://localhost:8000/hello"), auth=token, timeout=10
+    )
     print(answer.status_code, answer.text)

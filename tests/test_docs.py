@@ -112,7 +112,9 @@ def _code(*patterns: str) -> dict[str, str]:
 
 def test_readme_is_short_and_links_every_docs_page():
     text = README.read_text(encoding="utf-8")
-    assert len(text.splitlines()) <= 250, "the handbook belongs in docs/"
+    # The walk-through (every management step, run by test_readme_walkthrough.py) takes
+    # about 70 lines; everything past the first steps belongs in docs/.
+    assert len(text.splitlines()) <= 280, "the handbook belongs in docs/"
     for page in PAGES:
         assert (DOCS / f"{page}.md").is_file(), page
         assert f"(docs/{page}.md)" in text, f"README does not link docs/{page}.md"
