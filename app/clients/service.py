@@ -282,14 +282,22 @@ def list_clients(
     name_prefix: str | None = None,
 ) -> list[Client]:
     """Clients in (created_at, id) order after a keyset position (None: every account)."""
+    query = _client_query(account_id, tag, client_type, name_prefix)
+    if after is not None:
+        # A row comparison, which the (created_at, id) index can seek to; the
+        # equivalent OR form makes PostgreSQL scan every earlier row.
+        query = query.where(sa.tuple_(Client.created_at, Client.id) > after)
+    query = query.order_by(Client.created_at, Client.id).limit(limit)
+    return list(db.session.scalars(query))
+
+
+def _client_query(
+    account_id: str | None, tag: str | None, client_type: str | None, name_prefix: str | None
+) -> sa.Select[Client]:
+    """The clients a listing's filters select, in either paging direction."""
     query = sa.select(Client)
     if account_id is not None:
         query = query.where(Client.account_id == account_id)
-    if after is not None:
-        created_at, client_id = after
-        # A row comparison, which the (created_at, id) index can seek to; the
-        # equivalent OR form makes PostgreSQL scan every earlier row.
-        query = query.where(sa.tuple_(Client.created_at, Client.id) > (created_at, client_id))
     if client_type is not None:
         query = query.where(Client.client_type == client_type)
     if name_prefix is not None:
@@ -297,8 +305,7 @@ def list_clients(
         query = query.where(Client.name.startswith(name_prefix, autoescape=True))
     if tag is not None:
         query = query.where(_has_tag(tag))
-    query = query.order_by(Client.created_at, Client.id).limit(limit)
-    return list(db.session.scalars(query))
+    return query
 
 
 def list_clients_before(
@@ -314,15 +321,8 @@ def list_clients_before(
 
     Same filters as list_clients, walking the (created_at, id) order backwards.
     """
-    query = sa.select(Client).where(sa.tuple_(Client.created_at, Client.id) < before)
-    if account_id is not None:
-        query = query.where(Client.account_id == account_id)
-    if client_type is not None:
-        query = query.where(Client.client_type == client_type)
-    if name_prefix is not None:
-        query = query.where(Client.name.startswith(name_prefix, autoescape=True))
-    if tag is not None:
-        query = query.where(_has_tag(tag))
+    query = _client_query(account_id, tag, client_type, name_prefix)
+    query = query.where(sa.tuple_(Client.created_at, Client.id) < before)
     query = query.order_by(Client.created_at.desc(), Client.id.desc()).limit(limit)
     return list(db.session.scalars(query))
 

@@ -50,6 +50,7 @@ from app.federation.fetch import (
     fetch_json,
 )
 from app.http.metrics import ISSUER_KEY_FETCHES, STALE_ISSUER_KEYS_USED
+from app.protocol import FEDERATION_SIGNING_ALGS
 from app.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -79,21 +80,7 @@ KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 #: `use` values of a key that verifies JWTs: RFC 7517's, and a SPIFFE bundle's JWT-SVID keys.
 SIGNATURE_USES = frozenset({"sig", "jwt-svid"})
 #: `alg` values a key may name: asymmetric signatures only (never `none` nor HMAC).
-SIGNATURE_ALGS = frozenset(
-    {
-        "RS256",
-        "RS384",
-        "RS512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "ES256",
-        "ES384",
-        "ES512",
-        "EdDSA",
-        "Ed25519",
-    }
-)
+SIGNATURE_ALGS = frozenset(FEDERATION_SIGNING_ALGS) | {"Ed25519"}  # RFC 9864's name too
 
 
 class IssuerKeysUnavailable(Exception):

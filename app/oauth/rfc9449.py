@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import threading
 import time
@@ -42,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 from authlib.oauth2.rfc6749 import OAuth2Error
 from jwt.algorithms import get_default_algorithms
 
+from app import jose
 from app.clients.records import ClientRecord
 from app.oauth.requests import ENDPOINT_PATHS, FormRequest, PlainResponse
 from app.protocol import DPOP_SIGNING_ALGS, FAPI2, FAPI2_SIGNING_ALGS
@@ -67,7 +67,6 @@ MIN_RSA_BITS = 2048
 NONCE_KEY_LABEL = b"ccserver dpop-nonce v1"
 REPLAY_PREFIX = "dpop:"
 
-_COMPACT_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 # RFC 9449 §8.1: nonce = 1*NQCHAR; ours are base64url.
 _NONCE_SYNTAX = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 #: JWK members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
@@ -118,10 +117,6 @@ class UseDpopNonceError(OAuth2Error):
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def access_token_hash(access_token: str) -> str:
@@ -314,20 +309,11 @@ class Proof:
         )
 
 
-def _segments(proof: str) -> tuple[dict, dict, bytes, bytes]:
-    match = _COMPACT_JWS.fullmatch(proof) if len(proof) <= MAX_PROOF_LENGTH else None
-    if match is None:
+def _segments(proof: str) -> jose.CompactJWS:
+    parsed = jose.parse(proof, MAX_PROOF_LENGTH)
+    if parsed is None or not parsed.signature:
         raise ProofError("The DPoP proof is not a compact JWS.")
-    header_b64, claims_b64, signature_b64 = match.groups()
-    try:
-        header = json.loads(_b64decode(header_b64))
-        claims = json.loads(_b64decode(claims_b64))
-        signature = _b64decode(signature_b64)
-    except (ValueError, RecursionError) as exc:
-        raise ProofError("The DPoP proof is not a compact JWS.") from exc
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise ProofError("The DPoP proof is not a compact JWS.")
-    return header, claims, f"{header_b64}.{claims_b64}".encode("ascii"), signature
+    return parsed
 
 
 def _number(value: object) -> bool:
@@ -350,7 +336,8 @@ def verify_proof(
     :raise NonceRequired: nonces are on and the proof has no current one.
     :raise ProofError: any other check fails.
     """
-    header, claims, signing_input, signature = _segments(proof)
+    jws = _segments(proof)
+    header, claims = jws.header, jws.claims
     if header.get("typ") != "dpop+jwt":
         raise ProofError("The DPoP proof's typ is not dpop+jwt.")
     alg = header.get("alg")
@@ -362,11 +349,7 @@ def verify_proof(
     jwk = public_jwk(header, alg)
     thumbprint = jwk_thumbprint(jwk)
     key = keys.get(thumbprint, jwk, alg)
-    try:
-        valid = _ALGORITHMS[alg].verify(signing_input, key, signature)
-    except (ValueError, TypeError):
-        valid = False
-    if not valid:
+    if not jose.verify(jws, alg, key):
         raise ProofError("The DPoP proof's signature does not verify.")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:

@@ -84,6 +84,18 @@ def credential_body(platform: Issuer, **fields: Any) -> dict:
     return {k: v for k, v in body.items() if v is not None or k in fields}
 
 
+def create_secretless(http, headers: dict, name: str, scopes: list[str]) -> str:
+    """A client made through the API with no secret at all (docs/api.md §2.1 create_secret)."""
+    response = http.post(
+        f"{API}/clients",
+        json={"name": name, "scopes": scopes, "create_secret": False},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.get_json()
+    assert "client_secret" not in response.get_json()
+    return response.get_json()["id"]
+
+
 def add_credential(http, headers: dict, client_id: str, body: dict) -> dict:
     response = http.post(
         f"{API}/clients/{client_id}/federated-credentials", json=body, headers=headers

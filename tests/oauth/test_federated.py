@@ -24,6 +24,7 @@ from tests.oauth.federation import (
     SERVER_ISSUER,
     Issuer,
     add_credential,
+    create_secretless,
     credential_body,
     dry_run,
     federated_request,
@@ -46,15 +47,7 @@ def admin(factory):
 
 @pytest.fixture
 def secretless(client, admin) -> str:
-    """A client made through the API with no secret at all (docs/api.md §2.1 create_secret)."""
-    response = client.post(
-        f"{API}/clients",
-        json={"name": "deployer", "scopes": ["read"], "create_secret": False},
-        headers=admin,
-    )
-    assert response.status_code == 201, response.get_json()
-    assert "client_secret" not in response.get_json()
-    return response.get_json()["id"]
+    return create_secretless(client, admin, "deployer", ["read"])
 
 
 @pytest.fixture

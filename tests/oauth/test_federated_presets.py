@@ -14,10 +14,10 @@ import uuid
 import pytest
 
 from tests.oauth.federation import (
-    API,
     SERVER_ISSUER,
     Issuer,
     add_credential,
+    create_secretless,
     dry_run,
     federated_request,
 )
@@ -30,13 +30,7 @@ def admin(factory):
 
 @pytest.fixture
 def secretless(client, admin) -> str:
-    response = client.post(
-        f"{API}/clients",
-        json={"name": "workload", "scopes": ["deploy"], "create_secret": False},
-        headers=admin,
-    )
-    assert response.status_code == 201
-    return response.get_json()["id"]
+    return create_secretless(client, admin, "workload", ["deploy"])
 
 
 def check(client, admin, client_id, good: str, near_miss: str, failed: str, detail=None):

@@ -11,9 +11,9 @@ from pytest_httpserver import HTTPServer
 
 from tests.conftest import free_port
 from tests.oauth.federation import (
-    API,
     Issuer,
     add_credential,
+    create_secretless,
     dry_run,
     federated_request,
 )
@@ -33,13 +33,7 @@ def admin(factory):
 
 @pytest.fixture
 def secretless(client, admin) -> str:
-    response = client.post(
-        f"{API}/clients",
-        json={"name": "workload", "scopes": ["read"], "create_secret": False},
-        headers=admin,
-    )
-    assert response.status_code == 201
-    return response.get_json()["id"]
+    return create_secretless(client, admin, "workload", ["read"])
 
 
 @pytest.fixture

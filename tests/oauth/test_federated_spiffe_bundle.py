@@ -14,10 +14,10 @@ from pytest_httpserver import HTTPServer
 
 from app.clients.federation_presets import build_credential
 from tests.oauth.federation import (
-    API,
     SERVER_ISSUER,
     Issuer,
     add_credential,
+    create_secretless,
     dry_run,
     federated_request,
 )
@@ -35,13 +35,7 @@ def admin(factory):
 
 @pytest.fixture
 def secretless(client, admin) -> str:
-    response = client.post(
-        f"{API}/clients",
-        json={"name": "workload", "scopes": ["read"], "create_secret": False},
-        headers=admin,
-    )
-    assert response.status_code == 201
-    return response.get_json()["id"]
+    return create_secretless(client, admin, "workload", ["read"])
 
 
 @pytest.fixture
