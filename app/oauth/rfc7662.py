@@ -60,7 +60,8 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         Authlib through `AccessToken.is_revoked`; the record's cut-off answers
         here first, at no cost, once this process has seen it.
         """
-        token = AccessToken.read(token_string)
+        # The deny-list is asked now and answers while the signature is checked.
+        token = AccessToken.read(token_string, ask_early=True)
         if token is None:
             return None
         record = runtime().clients.get(token.client_id)

@@ -16,18 +16,19 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from flask import current_app
 from jwt.algorithms import get_default_algorithms
-from jwt.types import Options
 
+from app import jose
 from app.clients.records import ClientRecord
 from app.runtime import runtime
 from app.signing.keys import KeyRing
+from app.state.autocommit import Pending
 
 # Our tokens are a few hundred bytes; anything much larger is not one of ours.
 MAX_TOKEN_LENGTH = 8 * 1024
@@ -131,10 +132,15 @@ def verify_access_token(token: str, audience: str | None) -> dict:
     RFC 9068 §4: the resource server MUST check "typ", "iss", "aud", the
     signature with the issuer's keys, and "exp". `audience=None` skips only
     the audience, for introspection and revocation, which serve every one.
+    Read with app.jose (one parse per token, PyJWT's algorithm objects), the
+    claims checked as PyJWT's decode checks them with no leeway.
 
     :raise jwt.InvalidTokenError: for anything wrong with it.
     """
-    header = jwt.get_unverified_header(token)
+    jws = jose.parse(token, MAX_TOKEN_LENGTH)
+    if jws is None or not jws.signature:
+        raise jwt.DecodeError("not a signed compact JWS")
+    header = jws.header
     typ, kid = header.get("typ"), header.get("kid")
     # Header values are attacker-chosen JSON: check types before using them.
     if not isinstance(typ, str) or typ.lower() not in ("at+jwt", "application/at+jwt"):
@@ -145,18 +151,27 @@ def verify_access_token(token: str, audience: str | None) -> dict:
     key = snap.verify_keys.get(kid)
     if key is None or header.get("alg") != key.alg:
         raise jwt.InvalidTokenError("unknown key")
-    options: Options = {"require": ["exp", "iat", "iss", "sub", "jti", "aud"]}
-    if not audience:
-        options["verify_aud"] = False
-    return jwt.decode(
-        token,
-        key.public_key,
-        algorithms=[key.alg],
-        issuer=current_app.config["ISSUER"],
-        audience=audience,
-        options=options,
+    if not jose.verify(jws, key.alg, key.public_key):
+        raise jwt.InvalidSignatureError("Signature verification failed")
+    claims = jws.claims
+    if claims.get("iss") != current_app.config["ISSUER"]:
+        raise jwt.InvalidIssuerError("Invalid issuer")
+    if "aud" not in claims:
+        raise jwt.MissingRequiredClaimError("aud")
+    # Without an expected audience the claim is required but not compared.
+    checked = claims if audience else {k: v for k, v in claims.items() if k != "aud"}
+    if not jose.registered_claims_ok(
+        checked,
+        audiences=[audience] if audience else (),
+        now=time.time(),
         leeway=0,
-    )
+        required=_REQUIRED_CLAIMS,
+    ):
+        raise jwt.InvalidTokenError("expired, not yet valid, or for another audience")
+    return claims
+
+
+_REQUIRED_CLAIMS = ("exp", "iat", "iss", "sub", "jti")
 
 
 def token_type(claims: dict) -> str:
@@ -197,24 +212,48 @@ def issued_ms(jti: str, iat: int | None) -> int | None:
     return None if iat is None else iat * 1000
 
 
+def _revocation_key(claims: dict) -> tuple[str, str, int | None] | None:
+    """(jti, client id, issue time in ms): what the deny-list is asked about a token."""
+    jti = claims.get("jti")
+    if not isinstance(jti, str):
+        return None
+    iat = claims.get("iat")
+    client_id = str(claims.get("client_id") or claims.get("sub"))
+    return jti, client_id, issued_ms(jti, int(iat) if isinstance(iat, int | float) else None)
+
+
 @dataclass(frozen=True)
 class AccessToken(TokenMixin):
     """One of our access tokens, verified, as Authlib's introspection and revocation see it."""
 
     claims: dict
+    #: The deny-list's answer, asked before the signature was checked (`read(ask_early=True)`).
+    revoked: Pending[bool] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def read(cls, token: object) -> AccessToken | None:
-        """The token if it is one of ours and unexpired, whatever its audience; else None."""
+    def read(cls, token: object, ask_early: bool = False) -> AccessToken | None:
+        """The token if it is one of ours and unexpired, whatever its audience; else None.
+
+        With `ask_early` the shared deny-list is asked about the token's
+        `jti` before its signature is checked, and answers while it is (the
+        question reveals nothing and changes nothing; a token that does not
+        verify never reads the answer).
+        """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             return None
+        revoked = None
+        if ask_early:
+            unverified = jose.parse(token, MAX_TOKEN_LENGTH)
+            key = _revocation_key(unverified.claims) if unverified is not None else None
+            if key is not None:
+                revoked = runtime().jti.is_revoked_later(*key)
         try:
             claims = verify_access_token(token, audience=None)
         except (jwt.InvalidTokenError, ValueError, TypeError, KeyError, RecursionError):
             return None
         if not isinstance(claims.get("jti"), str):
             return None
-        return cls(claims)
+        return cls(claims, revoked)
 
     @property
     def client_id(self) -> str:
@@ -245,4 +284,6 @@ class AccessToken(TokenMixin):
 
     def is_revoked(self) -> bool:
         """On the shared deny-list (RFC 7009) or before its client's cut-off; asked every time."""
+        if self.revoked is not None:
+            return self.revoked.result()
         return runtime().jti.is_revoked(self.jti, self.client_id, self.issued_ms)

@@ -47,6 +47,7 @@ from app.oauth.requests import ENDPOINT_PATHS, FormRequest, PlainResponse
 from app.protocol import DPOP_SIGNING_ALGS, FAPI2, FAPI2_SIGNING_ALGS
 from app.runtime import runtime
 from app.signing.keys import jwk_thumbprint
+from app.state.autocommit import Pending
 from app.state.jti import from_timestamp
 
 #: RFC 9449 §4.3 check 11: a proof is accepted while its `iat` is within this
@@ -436,6 +437,8 @@ class TokenProofState:
     #: Whether the proof's jti went to the replay cache, and whether it was new there.
     consumed: bool = False
     fresh: bool = False
+    #: The replay cache's answer for the proof, read by `settle_token_request`.
+    pending: Pending[list[bool]] | None = None
 
 
 def token_proof_state(request: FormRequest) -> TokenProofState:
@@ -507,13 +510,33 @@ def bind_token_request(request: FormRequest) -> None:
         # FAPI 2.0 Security Profile §5.4.1: PS256, ES256 or EdDSA only.
         raise InvalidDpopProofError("The client's FAPI 2.0 profile does not allow this alg.")
     if not state.consumed:
-        state.fresh = runtime().jti.use_once(*proof.replay_entry())
+        # Asked now, read once the token is signed (`settle_token_request`): the
+        # store answers while this process signs.
+        state.pending = runtime().jti.use_once_many_later([proof.replay_entry()])
         state.consumed = True
-    if not state.fresh:
+    elif not state.fresh:
         raise InvalidDpopProofError("The DPoP proof has been used before.")
     # A certificate may bind the same token too (RFC 8705 §3.1, app.oauth.rfc8705):
     # then it names both, and needs both.
     request.confirmation = {**(request.confirmation or {}), "jkt": proof.thumbprint}
+
+
+def settle_token_request(request: FormRequest) -> None:
+    """Read the replay cache's answer for the proof `bind_token_request` sent; refuse a replay.
+
+    Called once the token is made and before it is answered: a replayed proof
+    gets the same error as when the answer came first, and the token is dropped.
+
+    :raise InvalidDpopProofError: the proof has been used before.
+    :raises ServiceUnavailable: the store is unreachable.
+    """
+    state: TokenProofState | None = request.dpop
+    if state is None or state.pending is None:
+        return
+    pending, state.pending = state.pending, None
+    state.fresh = pending.result()[0]
+    if not state.fresh:
+        raise InvalidDpopProofError("The DPoP proof has been used before.")
 
 
 def with_nonce(response: PlainResponse) -> PlainResponse:

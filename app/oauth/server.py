@@ -31,6 +31,7 @@ from app.oauth.rfc7662 import IntrospectionEndpoint
 from app.oauth.rfc9068 import JWTAccessTokenGenerator, NoSigningKeyError
 from app.protocol import AUTH_METHODS, FAPI2, FAPI2_SIGNING_ALGS
 from app.runtime import runtime, runtime_of
+from app.state import autocommit
 
 
 class InvalidTargetError(OAuth2Error):
@@ -82,7 +83,9 @@ class AuthorizationServer(ClientAuthMixin, _AuthorizationServer):
             request = self.create_oauth2_request(request)
             if not request.payload.data.get("grant_type"):
                 raise InvalidRequestError("The grant_type parameter is missing.")
-            return super().create_token_response(request)
+            # Store questions sent along the way are read before this returns.
+            with autocommit.statements():
+                return super().create_token_response(request)
         except OAuth2Error as error:
             # Raised while building the request (bad body, repeated parameter).
             return self.handle_error_response(None, error)
@@ -93,7 +96,8 @@ class AuthorizationServer(ClientAuthMixin, _AuthorizationServer):
     def create_endpoint_response(self, name: str, request=None) -> PlainResponse:
         """The introspection or revocation response for the current Flask request."""
         try:
-            return super().create_endpoint_response(name, request)
+            with autocommit.statements():
+                return super().create_endpoint_response(name, request)
         except OAuth2Error as error:
             # Raised while building the request (bad body, repeated parameter).
             return self.handle_error_response(None, error)
@@ -188,6 +192,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             audiences=self.request.audiences,
             confirmation=self.request.confirmation,
         )
+        # The replay cache's answer for the DPoP proof, asked before the signing.
+        rfc9449.settle_token_request(self.request)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 

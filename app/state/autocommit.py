@@ -26,14 +26,90 @@ durability Redis gives by default. A replay-cache insert then costs
 PostgreSQL about half the CPU (docs/performance.md). Writes that must
 survive a crash once acknowledged (a revocation, a token cut-off) go
 through the app's engine instead.
+
+`send` sends a statement and lets the request go on: its rows are read
+when the caller asks for them (`SentStatement.rows`), after the work it
+does meanwhile (verifying a signature, signing the token). On this 2-core
+machine a request thread that blocks on the database costs about 150 µs of
+CPU beyond the query itself (the switch away and back, and the caches it
+comes back to), while an answer that is already there when it is read costs
+none of that (docs/performance.md, "Where the time goes"). Every statement
+sent inside a `statements()` scope is read, or drained, when the scope
+ends, so no connection is left checked out; outside a scope `send` runs
+the statement at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import select
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
+from psycopg import pq
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Pending(Protocol[T_co]):
+    """An answer of the shared store that may still be on its way."""
+
+    def result(self) -> T_co:
+        """The answer, waiting for it if need be (raises what the blocking call would)."""
+        ...
+
+
+class Done(Generic[T]):
+    """An answer that is already known (Redis, SQLite, or no statement needed)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def result(self) -> T:
+        return self.value
+
+
+#: The statements sent in the current scope and not read yet.
+_unread: ContextVar[list[SentStatement] | None] = ContextVar("autocommit_unread", default=None)
+
+
+@contextmanager
+def statements() -> Iterator[None]:
+    """A scope (one request) whose sent statements are all read, or drained, when it ends."""
+    token = _unread.set([])
+    try:
+        yield
+    finally:
+        left = _unread.get() or []
+        _unread.reset(token)
+        for sent in left:
+            sent.drain()
+
+
+@lru_cache(maxsize=64)
+def _numbered(query: str) -> bytes:
+    """libpq's $1, $2, ... for our %s placeholders (no statement here holds a literal %)."""
+    parts = query.split("%s")
+    out = parts[0]
+    for n, part in enumerate(parts[1:], 1):
+        out += f"${n}{part}"
+    return out.encode()
+
+
+def _text(value: Any) -> bytes | None:
+    """A parameter in PostgreSQL's text format; its type comes from where it is used."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    return str(value).encode()
 
 
 class AutocommitExecutor:
@@ -79,6 +155,37 @@ class AutocommitExecutor:
         """Run one statement that returns no rows, committed as soon as it has run."""
         self._run(query, params, False)
 
+    def send(self, query: str, params: tuple[Any, ...]) -> SentStatement:
+        """Send one statement now and read its rows later (`SentStatement.rows`).
+
+        Inside a `statements()` scope only; elsewhere it runs at once, as
+        `fetch`. The rows come back as text (str or None per column), so
+        statements sent this way return keys or constants.
+        """
+        sent = SentStatement(self, query, params)
+        unread = _unread.get()
+        if unread is None:
+            sent.rows()
+            return sent
+        try:
+            conn = self.engine.raw_connection()
+        except self.dbapi_error as error:  # the database is down: 503 upstream
+            raise sa.exc.OperationalError("connect", None, error) from error
+        try:
+            pgconn = conn.dbapi_connection.pgconn  # type: ignore[union-attr]
+            pgconn.send_query_params(_numbered(query), [_text(p) for p in params])
+            while pgconn.flush():
+                select.select([], [pgconn.socket], [])
+        except self.dbapi_error as error:
+            # Likely a connection the database dropped: `rows` runs the statement
+            # again the blocking way, which replaces it.
+            self.engine.pool._invalidate(conn, error)
+            conn.close()
+            return sent
+        sent.conn = conn
+        unread.append(sent)
+        return sent
+
     def _run(self, query: str, params: tuple[Any, ...], rows: bool) -> Sequence[Any]:
         for attempt in (1, 2):
             try:
@@ -113,6 +220,103 @@ class AutocommitExecutor:
     def _disconnect(self, error: Any, conn: Any) -> bool:
         # The driver connection is needed: psycopg's dialect judges by its state.
         return self.engine.dialect.is_disconnect(error, conn.dbapi_connection, None)
+
+
+class _StatementFailed(Exception):
+    """The database refused a sent statement; the connection is still good."""
+
+
+class SentStatement:
+    """A statement sent on a connection of the executor's pool, its rows not read yet."""
+
+    def __init__(self, executor: AutocommitExecutor, query: str, params: tuple[Any, ...]) -> None:
+        self.executor = executor
+        self.query = query
+        self.params = params
+        self.conn: Any = None
+        self._rows: list[tuple[str | None, ...]] | None = None
+
+    def rows(self) -> list[tuple[str | None, ...]]:
+        """Every row, as text; waits for the answer if it is not there yet.
+
+        :raises sa.exc.OperationalError: the database refused the statement or is down.
+        """
+        if self._rows is not None:
+            return self._rows
+        conn, self.conn = self.conn, None
+        if conn is None:
+            # Never sent (outside a scope, or the send failed): run it now.
+            found = self.executor.fetch(self.query, self.params)
+            self._rows = [tuple(None if v is None else str(v) for v in row) for row in found]
+            return self._rows
+        executor = self.executor
+        try:
+            rows = _read(conn.dbapi_connection.pgconn)
+        except _StatementFailed as failure:
+            conn.close()
+            raise sa.exc.OperationalError(self.query, None, failure) from failure
+        except (executor.dbapi_error, OSError) as error:
+            executor.engine.pool._invalidate(conn, error)
+            conn.close()
+            # As `fetch` does after a disconnect: once more, on a new connection.
+            self.conn = None
+            return self.rows()
+        conn.close()
+        self._rows = rows
+        return rows
+
+    def drain(self) -> None:
+        """Read the answer nobody asked for, so the connection goes back clean."""
+        if self.conn is None:
+            return
+        # The scope is ending; whoever needed the answer has failed already.
+        with suppress(sa.exc.SQLAlchemyError):
+            self.rows()
+
+
+def _read(pgconn: Any) -> list[tuple[str | None, ...]]:
+    """The one result of the statement sent on `pgconn`, waiting for it if need be."""
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        select.select([pgconn.socket], [], [])
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:
+        pass
+    if result is None:
+        raise OSError("no result from the database")
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        if pgconn.status != pq.ConnStatus.OK:
+            raise OSError(result.error_message.decode(errors="replace"))
+        raise _StatementFailed(result.error_message.decode(errors="replace"))
+    columns = range(result.nfields)
+    return [
+        tuple(
+            None if (value := result.get_value(row, column)) is None else value.decode()
+            for column in columns
+        )
+        for row in range(result.ntuples)
+    ]
+
+
+class Later(Generic[T]):
+    """The answer a sent statement's rows will make (`transform`), read when asked for."""
+
+    __slots__ = ("_sent", "_transform", "_value", "_read")
+
+    def __init__(
+        self, sent: SentStatement, transform: Callable[[list[tuple[str | None, ...]]], T]
+    ) -> None:
+        self._sent = sent
+        self._transform = transform
+        self._read = False
+
+    def result(self) -> T:
+        if not self._read:
+            self._value = self._transform(self._sent.rows())
+            self._read = True
+        return self._value
 
 
 def executor_for(

@@ -13,6 +13,12 @@ could still be accepted, so neither grows without bound:
   `use_once_many` records several keys in one round trip, so a token request
   with both a client assertion and a DPoP proof asks the store once.
 
+`use_once_many_later` and `is_revoked_later` are the same questions asked
+early and answered when the caller reads them (`Pending.result`): on
+PostgreSQL the statement is sent at once and the request goes on with its
+signature work meanwhile (app/state/autocommit.py says why); the other
+backends answer at once.
+
 `JtiStore` is the interface; `create_app` picks one backend (`store_for`):
 
 - `RedisJtiStore` with REDIS_URL: keys with a TTL;
@@ -43,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import ServiceUnavailable
 from app.models import RevokedToken, UsedAssertion
-from app.state.autocommit import AutocommitExecutor
+from app.state.autocommit import AutocommitExecutor, Done, Later, Pending
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -55,9 +61,12 @@ CUTOFF_PREFIX = "ccs:cutoff:"
 CUTOFF_JTI = "cutoff:"
 ASSERTION_PREFIX = "ccs:assertion:"
 # Expired rows are deleted by whichever request comes next after this many
-# seconds, or after this many inserts, whichever is first.
+# seconds, or after this many inserts, whichever is first. A purge is a
+# blocking statement on the request that triggers it: every 100 inserts cost
+# about 20 µs per DPoP token at 1,500 tokens/s (docs/performance.md); every
+# 1,000 bounds the table the same way (expired rows wait at most a minute).
 PURGE_INTERVAL = 60.0
-PURGE_EVERY = 100
+PURGE_EVERY = 1000
 
 
 class JtiStore(Protocol):
@@ -107,8 +116,24 @@ class JtiStore(Protocol):
         :raises ServiceUnavailable: the store is unreachable (fail closed).
         """
 
+    def use_once_many_later(self, entries: Sequence[tuple[str, datetime]]) -> Pending[list[bool]]:
+        """`use_once_many`, sent now where the backend can, its answer read from the result."""
+
+    def is_revoked_later(self, jti: str, client_id: str, issued_ms: int | None) -> Pending[bool]:
+        """`is_revoked`, sent now where the backend can, its answer read from the result."""
+
     def purge_expired(self, now: datetime | None = None) -> int:
         """Delete entries past their expiry; returns how many (Redis expires its own: 0)."""
+
+
+class _AnswersNow:
+    """The `*_later` questions of a backend that answers them at once."""
+
+    def use_once_many_later(self, entries: Sequence[tuple[str, datetime]]) -> Pending[list[bool]]:
+        return Done(self.use_once_many(entries))  # type: ignore[attr-defined]
+
+    def is_revoked_later(self, jti: str, client_id: str, issued_ms: int | None) -> Pending[bool]:
+        return Done(self.is_revoked(jti, client_id, issued_ms))  # type: ignore[attr-defined]
 
 
 def _first_of_each(entries: Sequence[tuple[str, datetime]]) -> list[bool]:
@@ -160,7 +185,7 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
     )
 
 
-class RedisJtiStore:
+class RedisJtiStore(_AnswersNow):
     """Keys with a TTL: Redis drops each entry when the JWT it names expires."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -238,7 +263,7 @@ class _Purger:
             return False
 
 
-class _DatabaseJtiStore:
+class _DatabaseJtiStore(_AnswersNow):
     """The purge both database backends share; a subclass says how to delete."""
 
     def __init__(self) -> None:
@@ -340,19 +365,37 @@ class PostgresJtiStore(_DatabaseJtiStore):
         return fresh
 
     def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
+        return self.use_once_many_later(entries).result()
+
+    def use_once_many_later(self, entries: Sequence[tuple[str, datetime]]) -> Pending[list[bool]]:
         first = _first_of_each(entries)
         rows = [entry for entry, fresh in zip(entries, first, strict=True) if fresh]
         if not rows:
-            return first
+            return Done(first)
         # One statement: ON CONFLICT may touch each row once, hence the distinct keys.
         values = ", ".join(["(%s, %s)"] * len(rows))
         params: list = [value for row in rows for value in row]
         params.append(utcnow())
-        fetched = self.executor.fetch(_PG_USE_MANY.format(values=values), tuple(params))
-        recorded = {row[0] for row in fetched}
-        if recorded:
-            self._maybe_purge()
-        return [fresh and key in recorded for (key, _), fresh in zip(entries, first, strict=True)]
+        sent = self.executor.send(_PG_USE_MANY.format(values=values), tuple(params))
+
+        def answers(fetched: list[tuple[str | None, ...]]) -> list[bool]:
+            recorded = {row[0] for row in fetched}
+            if recorded:
+                self._maybe_purge()
+            return [
+                fresh and key in recorded for (key, _), fresh in zip(entries, first, strict=True)
+            ]
+
+        return Later(sent, answers)
+
+    def is_revoked_later(self, jti: str, client_id: str, issued_ms: int | None) -> Pending[bool]:
+        if issued_ms is None:
+            sent = self.executor.send(_PG_IS_REVOKED, (jti, utcnow()))
+        else:
+            sent = self.executor.send(
+                _PG_IS_REVOKED_OR_CUT_OFF, (utcnow(), jti, CUTOFF_JTI + client_id, issued_ms)
+            )
+        return Later(sent, bool)
 
     def purge_expired(self, now: datetime | None = None) -> int:
         now = now or utcnow()

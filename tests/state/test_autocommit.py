@@ -61,3 +61,100 @@ def test_a_statement_error_is_an_operational_error_and_spares_the_pool(executor)
     with pytest.raises(sa.exc.OperationalError):
         executor.fetch("SELECT 1 / 0", ())
     assert executor.fetch("SELECT 1", ()) == [(1,)]
+
+
+# --- statements sent now, read later (`send`, `statements`) ---------------------------
+
+
+def test_numbered_placeholders_and_text_parameters():
+    from datetime import UTC, datetime
+
+    from app.state.autocommit import _numbered, _text
+
+    assert _numbered("SELECT %s, %s WHERE x = %s") == b"SELECT $1, $2 WHERE x = $3"
+    assert _numbered("SELECT 1") == b"SELECT 1"
+    assert _text(None) is None
+    assert _text(12) == b"12"
+    assert _text("k:é") == "k:é".encode()
+    assert (
+        _text(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == b"2026-01-02T03:04:05.000006+00:00"
+    )
+
+
+def test_a_sent_statement_is_read_later_and_its_connection_returned(executor):
+    from datetime import UTC, datetime
+
+    from app.state.autocommit import statements
+
+    pool = executor.engine.pool
+    with statements():
+        sent = executor.send(
+            "SELECT %s::text, %s::timestamptz", ("k", datetime(2026, 1, 2, tzinfo=UTC))
+        )
+        assert pool.checkedout() == 1  # sent, not read yet
+        assert sent.rows() == [("k", "2026-01-02 00:00:00+00")]
+        assert pool.checkedout() == 0
+        assert sent.rows() == [("k", "2026-01-02 00:00:00+00")]  # read once, kept
+
+
+def test_statements_nobody_read_are_drained_when_the_scope_ends(executor):
+    from app.state.autocommit import statements
+
+    pool = executor.engine.pool
+    with pytest.raises(RuntimeError), statements():
+        executor.send("SELECT pg_sleep(0.05)", ())
+        executor.send("SELECT 1", ())
+        assert pool.checkedout() == 2
+        raise RuntimeError("the request failed before reading them")
+    assert pool.checkedout() == 0
+    # The drained connections are clean: the next statements get their own answers.
+    assert executor.fetch("SELECT 7", ()) == [(7,)]
+    with statements():
+        assert executor.send("SELECT 8", ()).rows() == [("8",)]
+
+
+def test_outside_a_scope_a_statement_runs_at_once(executor):
+    sent = executor.send("SELECT 3", ())
+    assert executor.engine.pool.checkedout() == 0
+    assert sent.rows() == [("3",)]
+
+
+def test_a_sent_statement_error_is_an_operational_error_and_spares_the_pool(executor):
+    from app.state.autocommit import statements
+
+    with statements():
+        sent = executor.send("SELECT 1 / 0", ())
+        with pytest.raises(sa.exc.OperationalError):
+            sent.rows()
+        assert executor.send("SELECT 4", ()).rows() == [("4",)]
+    assert executor.engine.pool.checkedout() == 0
+
+
+def test_a_statement_sent_on_a_killed_connection_is_run_again(app, executor):
+    from app.state.autocommit import statements
+
+    idle = executor.engine.raw_connection()
+    idle.close()  # pooled
+    kill_executor_connections(app)
+    with statements():
+        assert executor.send("SELECT %s::int", (5,)).rows() == [("5",)]
+    assert executor.engine.pool.checkedout() == 0
+
+
+def test_introspecting_a_forged_token_leaves_no_connection_out(app, client, factory, executor):
+    """The deny-list is asked before the signature is checked; a forgery never reads the answer."""
+    from tests.conftest import basic_auth
+
+    cid, secret = factory.client()
+    token = client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic_auth(cid, secret)
+    ).get_json()["access_token"]
+    head, claims, signature = token.split(".")
+    forged = f"{head}.{claims}.{signature[:-4]}AAAA"
+    for candidate, active in ((forged, False), (token, True)):
+        response = client.post(
+            "/oauth2/introspect", data={"token": candidate}, headers=basic_auth(cid, secret)
+        )
+        assert response.status_code == 200
+        assert response.get_json()["active"] is active
+        assert executor.engine.pool.checkedout() == 0
