@@ -35,10 +35,15 @@ Environment (all optional):
   BENCH_LOADGEN_CPUS=1  taskset list for wrk ("" = unpinned)
   BENCH_PEER=1        also run the oidc-provider peer (BENCH_PEERS_DIR) (0 to skip)
   BENCH_PEERS_DIR     where the peer harness lives
-  BENCH_REDIS_URL     REDIS_URL for the server (default: none). The CPU of the
-                      bench database's PostgreSQL processes (its backends and the
-                      shared writer processes) and, with Redis, of redis-server
-                      is counted as the server side's: "per CPU-s" divides by both
+  BENCH_STORES="postgres redis"  where our shared state lives, one server each, both up
+                      and alternated with the peer: `postgres` (PostgreSQL only) and
+                      `redis` (PostgreSQL + REDIS_URL=BENCH_REDIS_URL); a Redis that
+                      does not answer is left out with a note
+  BENCH_REDIS_URL=redis://127.0.0.1:6379/15  the `redis` server's REDIS_URL. The CPU
+                      of the bench database's PostgreSQL processes (its backends and
+                      the shared writer processes) and, for the `redis` server, of
+                      redis-server is counted as the server side's: "per CPU-s"
+                      divides by both
   BENCH_PROFILE=0     1: py-spy the workers during one extra basic run, print top frames
   BENCH_LISTING=1     time GET /api/v1/clients page 1 and page 5,000 (or the last)
   BENCH_PORT=8790
@@ -108,6 +113,11 @@ THREADS = int(env("BENCH_THREADS", "4"))
 SERVER_CPUS = env("BENCH_SERVER_CPUS", "0")
 LOADGEN_CPUS = env("BENCH_LOADGEN_CPUS", "1")
 PORT = int(env("BENCH_PORT", "8790"))
+STORES = env("BENCH_STORES", "postgres redis").split()
+REDIS_URL = env("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: Both of our servers (one per store) name this issuer, as instances behind
+#: one load balancer do: assertions and DPoP proofs are made for its URLs.
+ISSUER = f"http://127.0.0.1:{PORT}"
 PEERS_DIR = Path(env("BENCH_PEERS_DIR", str(ROOT.parent / "shared" / "peers")))
 DATABASE_URL = env(
     "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/ccserver_bench"
@@ -278,21 +288,21 @@ def stop_process(proc: subprocess.Popen) -> None:
 # --- database and data -----------------------------------------------------------
 
 
-def server_env(alg: str, keys_dir: str) -> dict[str, str]:
+def server_env(alg: str, keys_dir: str, redis_url: str | None = None) -> dict[str, str]:
     out = dict(os.environ)
     out.update(
         DATABASE_URL=DATABASE_URL,
         KEYS_DIR=keys_dir,
         SIGNING_ALG=alg,
-        ISSUER=f"http://127.0.0.1:{PORT}",
+        ISSUER=ISSUER,
         SECRET_PEPPER=PEPPER,
         LOG_LEVEL="warning",
         # The federated scenario's issuer is a loopback HTTP server (bench/run.py).
         FEDERATION_ALLOW_INSECURE="1",
     )
     out.pop("REDIS_URL", None)
-    if os.environ.get("BENCH_REDIS_URL"):
-        out["REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
+    if redis_url:
+        out["REDIS_URL"] = redis_url
     return out
 
 
@@ -363,7 +373,7 @@ class LocalIssuer:
             "subject": FED_SUBJECT,
             "subject_pattern": None,
             "claims": {},
-            "audience": audience or f"http://127.0.0.1:{PORT}",
+            "audience": audience or ISSUER,
             "jwks_uri": self.url + "/jwks",
             "jwks": None,
             "max_token_age": 3600,
@@ -383,7 +393,7 @@ class LocalIssuer:
                 claims = {
                     "iss": self.url,
                     "sub": FED_SUBJECT,
-                    "aud": [audience or f"http://127.0.0.1:{PORT}"],
+                    "aud": [audience or ISSUER],
                     "iat": now,
                     "nbf": now,
                     "exp": now + 3000,
@@ -578,12 +588,17 @@ def make_dpop_proofs(count: int, htu: str, path: Path) -> None:
 
 
 def measure_dpop(
-    pid: int, token_url: str, basic_file: Path, work: Path, store: StoreMeter | None = None
+    pid: int,
+    token_url: str,
+    basic_file: Path,
+    work: Path,
+    store: StoreMeter | None = None,
+    htu: str | None = None,
 ) -> dict:
-    """The dpop scenario against one server: proofs for its token endpoint, made just before."""
+    """The dpop scenario against one server: proofs for `htu`, made just before the run."""
     warm, main = work / "dpop-warm.txt", work / "dpop-main.txt"
-    make_dpop_proofs(WARMUP * 2000, token_url, warm)
-    make_dpop_proofs(max(20_000, DURATION * 5000), token_url, main)
+    make_dpop_proofs(WARMUP * 2000, htu or token_url, warm)
+    make_dpop_proofs(max(20_000, DURATION * 5000), htu or token_url, main)
     return measure(
         pid,
         token_url,
@@ -597,9 +612,11 @@ def measure_dpop(
 # --- servers ---------------------------------------------------------------------
 
 
-def start_server(kind: str, alg: str, keys_dir: str) -> subprocess.Popen:
-    e = server_env(alg, keys_dir)
-    e.update(HOST="127.0.0.1", PORT=str(PORT), WORKERS=str(WORKERS), THREADS=str(THREADS))
+def start_server(
+    kind: str, alg: str, keys_dir: str, port: int = PORT, redis_url: str | None = None
+) -> subprocess.Popen:
+    e = server_env(alg, keys_dir, redis_url)
+    e.update(HOST="127.0.0.1", PORT=str(port), WORKERS=str(WORKERS), THREADS=str(THREADS))
     if kind == "granian":
         # Exactly what `make serve-prod` runs.
         argv = [sys.executable, "serve.py"]
@@ -614,14 +631,14 @@ def start_server(kind: str, alg: str, keys_dir: str) -> subprocess.Popen:
         env=e,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=open(Path(keys_dir).parent / f"server-{kind}-{alg}.log", "w"),  # noqa: SIM115
+        stderr=open(Path(keys_dir).parent / f"server-{kind}-{alg}-{port}.log", "w"),  # noqa: SIM115
     )
     deadline = time.monotonic() + 120  # a busy machine starts it slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{kind} exited with {proc.returncode}; see its log in the work dir")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                 if r.status == 200:
                     return proc
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -774,10 +791,16 @@ class Target:
     jwt_kid: str | None
     # What `introspect` asks about: the peer can only introspect an opaque token.
     introspect_token_body: str
+    # The issuer's token endpoint, which assertions and proofs name (ours: ISSUER's).
+    audience_url: str = ""
 
     @property
     def token_url(self) -> str:
         return self.base + self.token_path
+
+    @property
+    def issuer_token_url(self) -> str:
+        return self.audience_url or self.token_url
 
 
 def run_scenario(target: Target, scenario: str, work: Path) -> dict:
@@ -801,11 +824,12 @@ def run_scenario(target: Target, scenario: str, work: Path) -> dict:
         return measure(pid, url, "token_basic.lua", [str(many)], store=store)
     if scenario == "jwt":
         warm, main = work / "assert-warm.txt", work / "assert-main.txt"
-        make_assertions(target.jwt_key, WARMUP * 2000, url, warm, target.jwt_kid)
-        make_assertions(target.jwt_key, max(20_000, DURATION * 5000), url, main, target.jwt_kid)
+        aud = target.issuer_token_url
+        make_assertions(target.jwt_key, WARMUP * 2000, aud, warm, target.jwt_kid)
+        make_assertions(target.jwt_key, max(20_000, DURATION * 5000), aud, main, target.jwt_kid)
         return measure(pid, url, "token_jwt.lua", [str(main), "1"], [str(warm), "1"], store)
     if scenario == "dpop":
-        return measure_dpop(pid, url, basic_file, work, store)
+        return measure_dpop(pid, url, basic_file, work, store, target.issuer_token_url)
     if scenario == "federated":
         assert LOCAL_ISSUER is not None
         warm, main = work / "fed-warm.txt", work / "fed-main.txt"
@@ -827,22 +851,44 @@ def run_scenario(target: Target, scenario: str, work: Path) -> dict:
     raise SystemExit(f"unknown scenario {scenario!r}")
 
 
-def start_ours(kind: str, alg: str, work: Path, key_path: Path) -> tuple[Target, subprocess.Popen]:
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        client.ping()
+        client.flushdb()  # the bench's own database number: stale replay keys would only grow
+        client.close()
+    except redis.RedisError as exc:
+        log(f"Redis at {url} does not answer ({type(exc).__name__}): no `redis` server this run")
+        return False
+    return True
+
+
+def start_ours(
+    kind: str, alg: str, work: Path, key_path: Path, store: str, port: int
+) -> tuple[Target, subprocess.Popen]:
+    """Our server on `port`, its shared state in PostgreSQL (`postgres`) or Redis (`redis`).
+
+    Every server of one algorithm shares the signing keys `bench_alg` made.
+    """
     keys_dir = str(work / f"keys-{alg}")
-    reset_signing_keys(alg, keys_dir)
-    proc = start_server(kind, alg, keys_dir)
+    redis_url = REDIS_URL if store == "redis" else None
+    proc = start_server(kind, alg, keys_dir, port, redis_url)
     name = f"{kind} w{WORKERS}" + ("" if kind == "gunicorn-sync" else f"t{THREADS}")
+    name += " +Redis" if redis_url else " PG"
     database = DATABASE_URL.rsplit("/", 1)[-1].split("?")[0]
     target = Target(
         name=name,
         pid=proc.pid,
-        base=f"http://127.0.0.1:{PORT}",
+        base=f"http://127.0.0.1:{port}",
         token_path="/oauth2/token",
         introspect_path="/oauth2/introspect",
-        store=StoreMeter(database, bool(os.environ.get("BENCH_REDIS_URL"))),
+        store=StoreMeter(database, bool(redis_url)),
         jwt_key=key_path,
         jwt_kid="bench-key-1",
         introspect_token_body="grant_type=client_credentials&scope=read",
+        audience_url=ISSUER + "/oauth2/token",
     )
     return target, proc
 
@@ -899,12 +945,18 @@ def bench_alg(alg: str, work: Path, key_path: Path) -> list[Result]:
     """Every scenario for one algorithm: ours and the peer alternate, ROUNDS times each."""
     results: list[Result] = []
     peer = start_peer(alg) if env("BENCH_PEER", "1") == "1" else None
+    stores = [s for s in STORES if s != "redis" or redis_answers(REDIS_URL)]
     try:
         for kind in SERVERS:
-            ours, proc = start_ours(kind, alg, work, key_path)
+            reset_signing_keys(alg, str(work / f"keys-{alg}"))
+            started = [
+                start_ours(kind, alg, work, key_path, store, PORT + n)
+                for n, store in enumerate(stores)
+            ]
+            procs = [proc for _, proc in started]
             try:
                 for scenario in SCENARIOS:
-                    targets = [ours]
+                    targets = [target for target, _ in started]
                     if peer and scenario in PEER_SCENARIOS:
                         targets.append(peer[0])
                     rounds: dict[str, list[dict]] = {t.name: [] for t in targets}
@@ -920,14 +972,15 @@ def bench_alg(alg: str, work: Path, key_path: Path) -> list[Result]:
                         result = Result(
                             target.name, alg, scenario, median_figures(rounds[target.name])
                         )
-                        if target is not ours and any(
+                        if target.store is None and any(
                             r.target == target.name and r.scenario == scenario and r.alg == alg
                             for r in results
                         ):
                             continue  # the peer measured once per algorithm, not per server kind
                         results.append(result)
             finally:
-                stop_process(proc)
+                for proc in procs:
+                    stop_process(proc)
     finally:
         if peer:
             stop_peer(peer[1])
@@ -1148,7 +1201,7 @@ def run_all(work: Path) -> None:
     results: list[Result] = []
     for alg in ALGS:
         results += bench_alg(alg, work, key_path)
-    store = "PostgreSQL" + (" + Redis" if os.environ.get("BENCH_REDIS_URL") else "")
+    store = "PostgreSQL" + (" and PostgreSQL + Redis" if "redis" in STORES else "")
     print(
         f"\n## make bench: {DURATION} s per scenario, medians of {ROUNDS} alternating rounds, "
         f"{CONNECTIONS} connections, {CLIENTS:,} clients, {store}, server CPUs "
