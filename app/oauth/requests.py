@@ -95,6 +95,9 @@ class FormRequest(OAuth2Request):
         self.dpop: Any = None
         # The federated credential that authenticated the client (docs/api.md §1.3).
         self.federated_credential: str | None = None
+        # A client assertion's replay-cache key and the store's answer, asked
+        # before its signature is checked (app.oauth.rfc7523).
+        self.assertion_replay: tuple[str, Any] | None = None
 
     @property
     def form(self):

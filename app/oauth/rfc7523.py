@@ -216,6 +216,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="Invalid JWT assertion.")
         fapi2 = resolve_key.fapi2
         algorithms = self.fapi2_algorithms if fapi2 else self.algorithms
+        send_replay_write(jws.claims, _current_request.get(None))
         for key in candidate_keys(resolve_key.keys, jws.header, algorithms):
             claims = self._verify(jws, key)
             if claims is None:
@@ -264,9 +265,34 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         request = _current_request.get(None)
         if request is None:
             return runtime().jti.use_once(key, expires_at)
+        sent, request.assertion_replay = request.assertion_replay, None
+        if sent is not None and sent[0] == key:
+            return bool(sent[1].result()[0])
         # A DPoP proof of the same request goes to the replay cache in the
         # same round trip (docs/decisions.md: one round trip per token request).
         return rfc9449.use_once_with_proof(request, key, expires_at)
+
+
+def send_replay_write(claims: dict, request: FormRequest | None) -> None:
+    """Send the assertion's replay-cache write before its signature is checked.
+
+    The store answers while the signature is checked; `validate_jti` reads
+    the answer. Only for an assertion whose claims already pass
+    (`claims_acceptable`) of a client that exists and has keys (Authlib
+    looked it up before this step). Recording the jti of an assertion that
+    then fails its signature gives nobody anything: the key is the
+    client's id and the jti, and whoever knows a pending jti of a client's
+    assertion holds that assertion, which works as it is. With a DPoP
+    header the assertion's write waits for the proof, so that both go in
+    one statement (`rfc9449.use_once_with_proof`).
+    """
+    if request is None or request.headers.get("DPoP") is not None:
+        return
+    if not claims_acceptable(claims, time.time()):
+        return
+    key = f"{claims['sub']}:{claims['jti']}"
+    expires_at = from_timestamp(claims["exp"] + LEEWAY)
+    request.assertion_replay = (key, runtime().jti.use_once_many_later([(key, expires_at)]))
 
 
 def federated_issuer(request: FormRequest) -> tuple[str, object] | None:

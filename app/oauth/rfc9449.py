@@ -33,6 +33,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -331,8 +332,17 @@ def verify_proof(
     algorithms: tuple[str, ...] = DPOP_SIGNING_ALGS,
     nonces: Nonces | None = None,
     access_token: str | None = None,
+    before_signature: Callable[[Proof], None] | None = None,
 ) -> Proof:
-    """RFC 9449 §4.3 checks 2-12, in order; `url` is already normalized (`normalize_url`).
+    """RFC 9449 §4.3 checks 2-12; `url` is already normalized (`normalize_url`).
+
+    The signature is checked after the claims, and `before_signature` is
+    called with the proof just before it: the token endpoint sends the
+    proof's replay-cache write there, so the store answers while the
+    signature is checked (app/state/autocommit.py). Recording the jti of a
+    proof whose signature then fails gives nobody anything: the entry is
+    keyed by the key the proof names, and whoever holds a proof with that
+    key and jti could as well have sent the proof itself.
 
     :raise NonceRequired: nonces are on and the proof has no current one.
     :raise ProofError: any other check fails.
@@ -350,8 +360,6 @@ def verify_proof(
     jwk = public_jwk(header, alg)
     thumbprint = jwk_thumbprint(jwk)
     key = keys.get(thumbprint, jwk, alg)
-    if not jose.verify(jws, alg, key):
-        raise ProofError("The DPoP proof's signature does not verify.")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
         raise ProofError("The DPoP proof's jti is missing or too long.")
@@ -368,9 +376,14 @@ def verify_proof(
         expected = access_token_hash(access_token)
         if not isinstance(ath, str) or not hmac.compare_digest(ath.encode(), expected.encode()):
             raise ProofError("The DPoP proof's ath does not match the access token.")
+    checked = Proof(thumbprint, jti, float(iat), alg)  # type: ignore[arg-type]
+    if before_signature is not None:
+        before_signature(checked)
+    if not jose.verify(jws, alg, key):
+        raise ProofError("The DPoP proof's signature does not verify.")
     if nonces is not None and not nonces.accepts(claims.get("nonce"), now):
         raise NonceRequired("A current DPoP nonce is required.")
-    return Proof(thumbprint, jti, float(iat), alg)  # type: ignore[arg-type]
+    return checked
 
 
 # --- the server's verifier -----------------------------------------------------------
@@ -389,7 +402,12 @@ class Dpop:
         self.nonces = Nonces(pepper) if nonces else None
 
     def verify(
-        self, value: str | None, method: str, url: str, access_token: str | None = None
+        self,
+        value: str | None,
+        method: str,
+        url: str,
+        access_token: str | None = None,
+        before_signature: Callable[[Proof], None] | None = None,
     ) -> Proof | None:
         """The verified proof of a request's DPoP header value; None when there is none.
 
@@ -407,6 +425,7 @@ class Dpop:
             algorithms=self.algorithms,
             nonces=self.nonces,
             access_token=access_token,
+            before_signature=before_signature,
         )
 
     def fresh_nonce(self) -> str | None:
@@ -441,17 +460,30 @@ class TokenProofState:
     pending: Pending[list[bool]] | None = None
 
 
-def token_proof_state(request: FormRequest) -> TokenProofState:
-    """The token request's proof, verified once per request (never raises)."""
+def token_proof_state(request: FormRequest, record: bool = False) -> TokenProofState:
+    """The token request's proof, verified once per request (never raises).
+
+    With `record` (the client is authenticated) the proof's replay-cache
+    write is sent before its signature is checked, and read by
+    `settle_token_request`.
+    """
     state = request.dpop
     if state is not None:
         return state
     state = TokenProofState()
+
+    def send_replay_write(proof: Proof) -> None:
+        state.pending = runtime().jti.use_once_many_later([proof.replay_entry()])
+        state.consumed = True
+
     if request.endpoint == "token":
         verifier = dpop()
         try:
             state.proof = verifier.verify(
-                request.headers.get("DPoP"), request.method, verifier.token_url
+                request.headers.get("DPoP"),
+                request.method,
+                verifier.token_url,
+                before_signature=send_replay_write if record else None,
             )
         except NonceRequired as exc:
             state.error = UseDpopNonceError(str(exc))
@@ -498,7 +530,7 @@ def bind_token_request(request: FormRequest) -> None:
     :raise UseDpopNonceError: nonces are on and the proof has no current one.
     :raise InvalidDpopProofError: a bad, repeated or replayed proof, or none where one is required.
     """
-    state = token_proof_state(request)
+    state = token_proof_state(request, record=True)
     if state.error is not None:
         raise state.error
     proof = state.proof
@@ -514,7 +546,7 @@ def bind_token_request(request: FormRequest) -> None:
         # store answers while this process signs.
         state.pending = runtime().jti.use_once_many_later([proof.replay_entry()])
         state.consumed = True
-    elif not state.fresh:
+    elif state.pending is None and not state.fresh:
         raise InvalidDpopProofError("The DPoP proof has been used before.")
     # A certificate may bind the same token too (RFC 8705 §3.1, app.oauth.rfc8705):
     # then it names both, and needs both.
