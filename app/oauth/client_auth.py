@@ -33,7 +33,7 @@ from app.http.client_cert import (
     PresentedCertificate,
     presented_certificate,
 )
-from app.oauth.requests import FormRequest, parse_basic_credentials
+from app.oauth.requests import FormRequest, claimed_client_id, parse_basic_credentials
 from app.runtime import runtime
 from app.timeutil import utcnow
 
@@ -106,16 +106,6 @@ def mtls_candidates(request: FormRequest, methods: Collection[str]) -> list[str]
     if not request.payload.data.get("client_id") or request_certificate() is None:
         return []
     return [m for m in MTLS_METHODS if m in methods]
-
-
-def claimed_client_id(request: FormRequest, method: str | None) -> str | None:
-    """The client id a failed request named, unverified, for the failure counters."""
-    if method == "client_secret_basic":
-        credentials = parse_basic_credentials(request.headers.get("Authorization", ""))
-        return credentials[0] if credentials else None
-    if method is None:
-        return None
-    return request.payload.data.get("client_id")
 
 
 def check_secret(query_client: QueryClient, client_id: str, secret: str) -> ClientRecord | None:
@@ -233,7 +223,7 @@ class ClientAuthMixin:
                 client = None
         if client is None or client.disabled:
             request.client = None
-            named = client.id if client is not None else claimed_client_id(request, method)
+            named = client.id if client is not None else claimed_client_id(request)
             if self.on_auth_failure is not None:
                 self.on_auth_failure(request, named)
             log_failure(named, failure_reason(client, method, candidates, named), method, endpoint)

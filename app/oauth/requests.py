@@ -25,6 +25,8 @@ from flask import Response, current_app
 from flask import request as flask_request
 from werkzeug.datastructures import EnvironHeaders
 
+from app import jose
+
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 #: Where each endpoint is served, under ISSUER; the names are Authlib's
@@ -218,3 +220,31 @@ def parse_basic_credentials(header: str) -> tuple[str, str] | None:
     if not sep:
         return None
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+
+
+def claimed_client_id(request: FormRequest) -> str | None:
+    """The client id a token, introspection or revocation request claims, unverified.
+
+    One reader for the failure limits (app.oauth.throttle) and the failure
+    log line (app.oauth.client_auth), so both name the same client.
+    """
+    data = request.payload.data
+    header = request.headers.get("Authorization")
+    if header:
+        credentials = parse_basic_credentials(header)
+        return credentials[0] if credentials else None
+    assertion = data.get("client_assertion")
+    if assertion:
+        # Only to name the counter: the assertion is verified elsewhere.
+        parsed = jose.parse(assertion, jose.MAX_TOKEN_LENGTH)
+        claims = parsed.claims if parsed is not None else {}
+        named = data.get("client_id")
+        if named and claims.get("iss") != named:
+            # A federated assertion (docs/api.md §1.3): its sub names the
+            # workload, and the client is the one client_id names.
+            return named
+        subject = claims.get("sub")
+        if isinstance(subject, str) and subject:
+            return subject
+    client_id = data.get("client_id")
+    return client_id or None

@@ -31,9 +31,8 @@ import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Flask
 
-from app import jose
 from app.http.client_address import client_address
-from app.oauth.requests import FormRequest, parse_basic_credentials
+from app.oauth.requests import FormRequest, claimed_client_id
 from app.runtime import runtime, runtime_of
 from app.settings import Settings
 from app.state.failures import CounterStore, FailureCounters, counter_key
@@ -56,30 +55,6 @@ class RateLimited(OAuth2Error):
         headers = super().get_headers()
         headers.append(("Retry-After", str(self.retry_after)))
         return headers
-
-
-def claimed_client_id(request: FormRequest) -> str | None:
-    """The client id a token, introspection or revocation request claims, unverified."""
-    data = request.payload.data
-    header = request.headers.get("Authorization")
-    if header:
-        credentials = parse_basic_credentials(header)
-        return credentials[0] if credentials else None
-    assertion = data.get("client_assertion")
-    if assertion:
-        # Only to name the counter: the assertion is verified elsewhere.
-        parsed = jose.parse(assertion, jose.MAX_TOKEN_LENGTH)
-        claims = parsed.claims if parsed is not None else {}
-        named = data.get("client_id")
-        if named and claims.get("iss") != named:
-            # A federated assertion (docs/api.md §1.3): its sub names the
-            # workload, and the client is the one client_id names.
-            return named
-        subject = claims.get("sub")
-        if isinstance(subject, str) and subject:
-            return subject
-    client_id = data.get("client_id")
-    return client_id or None
 
 
 class Throttle:
@@ -131,7 +106,7 @@ class Throttle:
 
         :raise RateLimited: 429 with the seconds left in the window.
         """
-        if not self.enabled:
+        if not self.enabled or self.counters.nothing_blocked():
             return
         limits = self._limits(client_id, address)
         if limits and not self.counters.test(limits):
@@ -147,7 +122,8 @@ class Throttle:
 
         :raise RateLimited: 429 with the seconds left in the window.
         """
-        if self.enabled:
+        # Nothing counted in this window (the usual case): no id to read, no key to make.
+        if self.enabled and not self.counters.nothing_blocked():
             self.check(claimed_client_id(request), client_address())
 
     def record_request_failure(self, request: FormRequest, client_id: str | None = None) -> None:

@@ -78,6 +78,10 @@ class Blocks:
         """True when the copy is whole for this window: the feed is up, nothing was dropped."""
         return self._ready and self._overflow_window != window_start
 
+    def empty(self, window_start: int) -> bool:
+        """True when no key has a count in this window (every key is below every limit)."""
+        return window_start != self._window or not self._counts
+
     def count(self, key: str, window_start: int) -> int:
         if window_start != self._window:
             return 0

@@ -326,6 +326,16 @@ class FailureCounters:
             return True
         return all(count < limit for count, limit in zip(counts, limits.values(), strict=True))
 
+    def nothing_blocked(self) -> bool:
+        """True when this process's trusted feed holds no count for the window: no I/O, no keys.
+
+        The common case of a request (nobody is failing): `test` would be
+        True for every key, so callers may skip making the keys at all.
+        """
+        window_start = self.window_start()
+        blocks = self.blocks()
+        return blocks is not None and blocks.trusted(window_start) and blocks.empty(window_start)
+
     def hit(self, limits: Mapping[str, int]) -> None:
         """Count one failure for each key (of which `limits` gives the limit)."""
         if not limits or time.monotonic() < self._down_until:

@@ -133,6 +133,18 @@ def test_each_coarse_reason(app, client, factory, auth_log):
     assert "s3cr3t" not in auth_log.text and secret not in auth_log.text
 
 
+def test_a_failed_assertion_without_client_id_logs_the_client_it_names(client, factory, auth_log):
+    """The log line names the client the failure limits count against: the assertion's sub."""
+    from tests.oauth.assertions import claims_for, make_key, sign, token_request
+
+    cid, _ = factory.client()
+    unregistered = make_key("ES256")  # the client has no such key: the signature fails
+    assert token_request(client, sign(unregistered, claims_for(cid))).status_code == 401
+    [line] = _failures(auth_log)
+    assert f"client_id={cid} reason=" in line
+    assert "method=private_key_jwt" in line
+
+
 def test_a_hostile_client_id_stays_one_short_line(client, auth_log):
     forged = "x\nINFO fake line " + "y" * 200
     client.post("/oauth2/token", data={**TOKEN, "client_id": forged, "client_secret": "s"})

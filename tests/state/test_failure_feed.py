@@ -298,6 +298,18 @@ def test_blocks_are_per_window_and_only_grow():
     assert not blocks.trusted(120)
 
 
+def test_blocks_say_when_a_window_holds_no_count():
+    """What lets a request skip its counter keys: nothing counted in this window."""
+    blocks = Blocks()
+    blocks.replace([])
+    assert blocks.empty(60)
+    blocks.add(60, 5, "client:a")
+    assert not blocks.empty(60)
+    assert blocks.empty(120)  # a later window: nothing counted in it yet
+    blocks.add(120, 1, "addr:192.0.2.1")
+    assert not blocks.empty(120)
+
+
 def test_blocks_over_capacity_are_not_trusted_for_that_window():
     blocks = Blocks(capacity=2)
     blocks.replace([])
