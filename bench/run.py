@@ -11,7 +11,7 @@ Environment (all optional):
                       (default postgresql+psycopg://postgres@127.0.0.1:5432/ccserver_bench,
                       created when missing; the schema is rebuilt when needed)
   BENCH_DURATION=10   seconds per measured scenario (1..120)
-  BENCH_CONNECTIONS=64  wrk connections
+  BENCH_CONNECTIONS=32  wrk connections (the performance issue's p99 target is at 32)
   BENCH_CLIENTS=1000  seeded clients in the database (e.g. 1000000)
   BENCH_ALGS="ES256 RS256"
   BENCH_SCENARIOS="basic jwt dpop introspect many"
@@ -44,7 +44,8 @@ Environment (all optional):
                       the shared writer processes) and, for the `redis` server, of
                       redis-server is counted as the server side's: "per CPU-s"
                       divides by both
-  BENCH_PROFILE=0     1: py-spy the workers during one extra basic run, print top frames
+  BENCH_PROFILE=0     1: instead of the table, py-spy the worker during a basic run (a dpop
+                      run when dpop is the first of BENCH_SCENARIOS); print top frames
   BENCH_LISTING=1     time GET /api/v1/clients page 1 and page 5,000 (or the last)
   BENCH_PORT=8790
   BENCH_SOAK_TOKENS=0   e.g. 1000000: instead of the table, issue that many ES256
@@ -100,7 +101,7 @@ def env(name: str, default: str) -> str:
 
 
 DURATION = max(1, min(120, int(env("BENCH_DURATION", "10"))))
-CONNECTIONS = int(env("BENCH_CONNECTIONS", "64"))
+CONNECTIONS = int(env("BENCH_CONNECTIONS", "32"))
 CLIENTS = int(env("BENCH_CLIENTS", "1000"))
 ALGS = env("BENCH_ALGS", "ES256 RS256").split()
 SCENARIOS = env("BENCH_SCENARIOS", "basic jwt dpop introspect many").split()
@@ -1041,7 +1042,7 @@ def soak(kind: str, alg: str, work: Path, tokens: int) -> None:
 
 
 def profile(kind: str, alg: str, work: Path) -> None:
-    """py-spy the whole server tree during a basic run; print the top frames."""
+    """py-spy the whole server tree during a basic run (dpop if it is the first scenario)."""
     pyspy = BIN / "py-spy"
     if not pyspy.exists():
         log("py-spy is not installed in the venv; pip install py-spy to profile")
@@ -1052,6 +1053,11 @@ def profile(kind: str, alg: str, work: Path) -> None:
     raw = work / "profile.txt"
     basic_file = work / "basic.txt"
     basic_file.write_text(basic_header(BASIC_ID, BASIC_SECRET) + "\n")
+    script, args = "token_basic.lua", [str(basic_file)]
+    if SCENARIOS[0] == "dpop":
+        proofs = work / "dpop-profile.txt"
+        make_dpop_proofs(max(20_000, DURATION * 5000), ISSUER + "/oauth2/token", proofs)
+        script, args = "token_dpop.lua", [str(basic_file), str(proofs), "1"]
     try:
         spy = subprocess.Popen(
             [
@@ -1077,13 +1083,7 @@ def profile(kind: str, alg: str, work: Path) -> None:
             stderr=subprocess.DEVNULL,
         )
         time.sleep(1)
-        run_wrk(
-            f"http://127.0.0.1:{PORT}/oauth2/token",
-            "token_basic.lua",
-            [str(basic_file)],
-            DURATION,
-            CONNECTIONS,
-        )
+        run_wrk(f"http://127.0.0.1:{PORT}/oauth2/token", script, args, DURATION, CONNECTIONS)
         spy.wait(DURATION + 30)
     finally:
         stop_process(proc)
