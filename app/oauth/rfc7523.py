@@ -18,6 +18,7 @@ importing the JWK costs 15-50 µs more per assertion, most for RSA keys
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Sequence
 from contextvars import ContextVar
@@ -96,21 +97,24 @@ def candidate_keys(
     return chosen
 
 
+def _finite_number(value: object) -> bool:
+    # JSON as Python reads it allows NaN and Infinity, which compare false with any time.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def claims_acceptable(claims: dict, now: float) -> bool:
     """RFC 7523 §3 items 1, 2, 4, 5, 6 and 7, beyond what PyJWT checked with the signature."""
     client_id = claims.get("sub")
     if not isinstance(client_id, str) or claims.get("iss") != client_id:
         return False
     exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        return False
-    if exp > now + MAX_LIFETIME + LEEWAY:
+    if not _finite_number(exp) or exp > now + MAX_LIFETIME + LEEWAY:  # type: ignore[operator]
         return False
     for name in ("iat", "nbf"):
         value = claims.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not _finite_number(value):
             return False
         if value > now + LEEWAY:
             return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -218,8 +219,11 @@ def _revocation_key(claims: dict) -> tuple[str, str, int | None] | None:
     if not isinstance(jti, str):
         return None
     iat = claims.get("iat")
+    # Unverified: an iat of NaN or Infinity (JSON as Python reads it) counts as none.
+    if not isinstance(iat, int | float) or not math.isfinite(iat):
+        iat = None
     client_id = str(claims.get("client_id") or claims.get("sub"))
-    return jti, client_id, issued_ms(jti, int(iat) if isinstance(iat, int | float) else None)
+    return jti, client_id, issued_ms(jti, None if iat is None else int(iat))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ comes back to), while an answer that is already there when it is read costs
 none of that (docs/performance.md, "Where the time goes"). Every statement
 sent inside a `statements()` scope is read, or drained, when the scope
 ends, so no connection is left checked out; outside a scope `send` runs
-the statement at once.
+the statement at once. A request holds at most one sent statement and one
+blocking statement at a time, which the pool (`DB_POOL_SIZE`, threads + 1,
+and as many again in overflow) has room for in every thread at once.
 """
 
 from __future__ import annotations

@@ -176,6 +176,11 @@ def _bad_cases(pair: KeyPair, cid: str, other: KeyPair) -> dict:
         "exp-too-far": sign(pair, claims_for(cid, lifetime=3600)),
         "no-exp": sign(pair, claims_for(cid, exp=None)),
         "exp-string": sign(pair, {**ok, "exp": str(now + 60)}),
+        # JSON as Python reads it: NaN compares false with every bound.
+        "exp-nan": sign(pair, {**ok, "exp": float("nan")}),
+        "exp-infinity": sign(pair, {**ok, "exp": float("inf")}),
+        "iat-nan": sign(pair, {**ok, "iat": float("nan")}),
+        "nbf-infinity": sign(pair, {**ok, "nbf": float("inf")}),
         "no-jti": sign(pair, claims_for(cid, jti=None)),
         "jti-number": sign(pair, {**ok, "jti": 12345}),
         "jti-too-long": sign(pair, {**ok, "jti": "j" * 300}),

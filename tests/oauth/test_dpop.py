@@ -173,6 +173,9 @@ def _bad_proofs(key):
         "iat 90 s ahead": proof(key, iat=now + 90),
         "iat a string": proof(key, iat=str(now)),
         "iat a boolean": proof(key, iat=True),
+        # JSON as Python reads it: NaN compares false with every bound.
+        "iat NaN": proof(key, iat=float("nan")),
+        "iat Infinity": proof(key, iat=float("inf")),
         "not a JWS": "not-a-jwt",
         "two segments": "a.b",
         "tampered claims": _tampered(proof(key)),

@@ -62,6 +62,26 @@ def test_active_token(client, resource_server, issued):
     assert body["account_id"] == "acme"
 
 
+def test_forged_tokens_with_odd_times_are_inactive(client, resource_server, issued):
+    """The deny-list is asked about a token before its signature is checked (app.oauth.rfc9068):
+    whatever its unverified claims say, that question must not fail the request."""
+    import base64
+    import json
+
+    _, _, token = issued
+    header, claims, signature = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    for odd in ({"iat": float("inf")}, {"iat": float("nan")}, {"iat": "soon"}, {"jti": 7}):
+        forged_claims = json.dumps({**decoded, **odd}).encode()
+        forged = ".".join(
+            [header, base64.urlsafe_b64encode(forged_claims).rstrip(b"=").decode(), signature]
+        )
+        response = introspect(client, resource_server, forged)
+        assert response.status_code == 200, odd
+        assert response.get_json() == {"active": False}, odd
+    assert introspect(client, resource_server, token).get_json()["active"] is True
+
+
 def test_unknown_hint_is_ignored(client, resource_server, issued):
     response = introspect(client, resource_server, issued[2], token_type_hint="refresh_token")
     assert response.get_json()["active"] is True
