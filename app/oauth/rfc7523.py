@@ -282,8 +282,8 @@ def send_replay_write(claims: dict, request: FormRequest | None) -> None:
 
     The store answers while the signature is checked; `validate_jti` reads
     the answer. Only for an assertion whose claims already pass
-    (`claims_acceptable`) of a client that exists and has keys (Authlib
-    looked it up before this step). Recording the jti of an assertion that
+    (`claims_acceptable`) of a client that exists (Authlib looked it up
+    before this step). Recording the jti of an assertion that
     then fails its signature gives nobody anything: the key is the
     client's id and the jti, and whoever knows a pending jti of a client's
     assertion holds that assertion, which works as it is. With a DPoP
