@@ -187,6 +187,25 @@ def serve_wsgi(wsgi_app, port: int) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+# The app served on loopback at the address its ISSUER names, as a deployment
+# is: for tests whose clients (the examples, the README's shell, a browser)
+# reach it over HTTP. A module opts in with an `app_config` that returns
+# `live_config` (with its own additions) and asks for `live_url`.
+@pytest.fixture
+def live_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def live_config(base_config, migrated, live_port) -> dict:
+    return {**base_config, "ISSUER": f"http://127.0.0.1:{live_port}"}
+
+
+@pytest.fixture
+def live_url(app, live_port) -> Iterator[str]:
+    yield from serve_wsgi(app, live_port)
+
+
 def basic_auth(client_id: str, secret: str) -> dict[str, str]:
     raw = f"{client_id}:{secret}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}

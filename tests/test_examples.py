@@ -25,19 +25,14 @@ AUDIENCE = "https://api.example.com"
 
 
 @pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def app_config(base_config, migrated, port) -> dict:
+def app_config(live_config) -> dict:
     # The issuer is the address the examples reach, as in a deployment.
-    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
+    return live_config
 
 
 @pytest.fixture
-def issuer(app, port) -> Iterator[str]:
-    yield from serve_wsgi(app, port)
+def issuer(live_url) -> str:
+    return live_url
 
 
 @pytest.fixture

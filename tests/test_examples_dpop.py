@@ -24,20 +24,15 @@ AUDIENCE = "https://api.example.com"
 
 
 @pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def app_config(base_config, migrated, port) -> dict:
+def app_config(live_config) -> dict:
     # The test is the TLS proxy for the certificate-bound case: it talks to
     # both servers from loopback, which they then trust for Client-Cert.
-    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}", "TRUSTED_PROXIES": "127.0.0.1/32"}
+    return {**live_config, "TRUSTED_PROXIES": "127.0.0.1/32"}
 
 
 @pytest.fixture
-def issuer(app, port) -> Iterator[str]:
-    yield from serve_wsgi(app, port)
+def issuer(live_url) -> str:
+    return live_url
 
 
 @pytest.fixture

@@ -39,18 +39,13 @@ REQUEST_TOKEN = "ghs_request_token_of_this_job"
 
 
 @pytest.fixture
-def port() -> int:
-    return free_port()
+def app_config(live_config) -> dict:
+    return live_config
 
 
 @pytest.fixture
-def app_config(base_config, migrated, port) -> dict:
-    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
-
-
-@pytest.fixture
-def issuer(app, port) -> Iterator[str]:
-    yield from serve_wsgi(app, port)
+def issuer(live_url) -> str:
+    return live_url
 
 
 def run(args: list[str], env: dict[str, str], *, check: bool = True) -> subprocess.CompletedProcess:

@@ -16,13 +16,12 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.cli.setup import bootstrap_admin
-from tests.conftest import free_port, serve_wsgi
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,19 +36,14 @@ def walkthrough_blocks(text: str) -> list[str]:
 
 
 @pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def app_config(base_config, migrated, port) -> dict:
+def app_config(live_config) -> dict:
     # As `PORT=… make run`: the issuer is the address the reader's shell reaches.
-    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
+    return live_config
 
 
 @pytest.fixture
-def server(app, port) -> Iterator[str]:
-    yield from serve_wsgi(app, port)
+def server(live_url) -> str:
+    return live_url
 
 
 @pytest.fixture

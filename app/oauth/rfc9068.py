@@ -213,17 +213,24 @@ def issued_ms(jti: str, iat: int | None) -> int | None:
     return None if iat is None else iat * 1000
 
 
-def _revocation_key(claims: dict) -> tuple[str, str, int | None] | None:
-    """(jti, client id, issue time in ms): what the deny-list is asked about a token."""
-    jti = claims.get("jti")
-    if not isinstance(jti, str):
-        return None
+def _client_of(claims: dict) -> str:
+    return str(claims.get("client_id") or claims.get("sub"))
+
+
+def _issued_ms_of(claims: dict) -> int | None:
+    """`issued_ms` of a token's claims; an iat of NaN or Infinity (JSON as Python reads it,
+    possible in an unverified token) counts as none."""
     iat = claims.get("iat")
-    # Unverified: an iat of NaN or Infinity (JSON as Python reads it) counts as none.
     if not isinstance(iat, int | float) or not math.isfinite(iat):
         iat = None
-    client_id = str(claims.get("client_id") or claims.get("sub"))
-    return jti, client_id, issued_ms(jti, None if iat is None else int(iat))
+    return issued_ms(claims["jti"], None if iat is None else int(iat))
+
+
+def _revocation_key(claims: dict) -> tuple[str, str, int | None] | None:
+    """(jti, client id, issue time in ms): what the deny-list is asked about a token."""
+    if not isinstance(claims.get("jti"), str):
+        return None
+    return claims["jti"], _client_of(claims), _issued_ms_of(claims)
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,7 @@ class AccessToken(TokenMixin):
 
     @property
     def client_id(self) -> str:
-        return str(self.claims.get("client_id") or self.claims.get("sub"))
+        return _client_of(self.claims)
 
     @property
     def jti(self) -> str:
@@ -283,8 +290,7 @@ class AccessToken(TokenMixin):
     @property
     def issued_ms(self) -> int | None:
         """Issue time in epoch milliseconds (see `issued_ms`)."""
-        iat = self.claims.get("iat")
-        return issued_ms(self.jti, int(iat) if isinstance(iat, int | float) else None)
+        return _issued_ms_of(self.claims)
 
     def is_revoked(self) -> bool:
         """On the shared deny-list (RFC 7009) or before its client's cut-off; asked every time."""

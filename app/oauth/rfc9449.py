@@ -543,12 +543,11 @@ def bind_token_request(request: FormRequest) -> None:
     if request.client.security_profile == FAPI2 and proof.alg not in FAPI2_SIGNING_ALGS:
         # FAPI 2.0 Security Profile §5.4.1: PS256, ES256 or EdDSA only.
         raise InvalidDpopProofError("The client's FAPI 2.0 profile does not allow this alg.")
-    if not state.consumed:
-        # Asked now, read once the token is signed (`settle_token_request`): the
-        # store answers while this process signs.
-        state.pending = runtime().jti.use_once_many_later([proof.replay_entry()])
-        state.consumed = True
-    elif state.pending is None and not state.fresh:
+    # The proof's jti went to the replay cache already: sent before its
+    # signature was checked (answered in `settle_token_request`), or with the
+    # client assertion's in one statement (answered now).
+    assert state.consumed
+    if state.pending is None and not state.fresh:
         raise InvalidDpopProofError("The DPoP proof has been used before.")
     # A certificate may bind the same token too (RFC 8705 §3.1, app.oauth.rfc8705):
     # then it names both, and needs both.

@@ -106,8 +106,10 @@ class Throttle:
 
         :raise RateLimited: 429 with the seconds left in the window.
         """
-        if not self.enabled or self.counters.nothing_blocked():
-            return
+        if self.enabled and not self.counters.nothing_blocked():
+            self._refuse_over_limit(client_id, address)
+
+    def _refuse_over_limit(self, client_id: str | None, address: str) -> None:
         limits = self._limits(client_id, address)
         if limits and not self.counters.test(limits):
             raise RateLimited(self.counters.resets_in())
@@ -124,7 +126,7 @@ class Throttle:
         """
         # Nothing counted in this window (the usual case): no id to read, no key to make.
         if self.enabled and not self.counters.nothing_blocked():
-            self.check(claimed_client_id(request), client_address())
+            self._refuse_over_limit(claimed_client_id(request), client_address())
 
     def record_request_failure(self, request: FormRequest, client_id: str | None = None) -> None:
         """`record_failure` for an OAuth request: its claimed client id, else `client_id`."""

@@ -119,7 +119,9 @@ class JtiStore(Protocol):
     def use_once_many_later(self, entries: Sequence[tuple[str, datetime]]) -> Pending[list[bool]]:
         """`use_once_many`, sent now where the backend can, its answer read from the result."""
 
-    def is_revoked_later(self, jti: str, client_id: str, issued_ms: int | None) -> Pending[bool]:
+    def is_revoked_later(
+        self, jti: str, client_id: str | None, issued_ms: int | None
+    ) -> Pending[bool]:
         """`is_revoked`, sent now where the backend can, its answer read from the result."""
 
     def purge_expired(self, now: datetime | None = None) -> int:
@@ -132,7 +134,9 @@ class _AnswersNow:
     def use_once_many_later(self, entries: Sequence[tuple[str, datetime]]) -> Pending[list[bool]]:
         return Done(self.use_once_many(entries))  # type: ignore[attr-defined]
 
-    def is_revoked_later(self, jti: str, client_id: str, issued_ms: int | None) -> Pending[bool]:
+    def is_revoked_later(
+        self, jti: str, client_id: str | None, issued_ms: int | None
+    ) -> Pending[bool]:
         return Done(self.is_revoked(jti, client_id, issued_ms))  # type: ignore[attr-defined]
 
 
@@ -298,15 +302,9 @@ ON CONFLICT (jti) DO UPDATE
        expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)
 """
 # A new key is inserted, a row left by an expired entry with the same key is
-# taken over, and a live row (a replay) returns nothing. The row lock of ON
-# CONFLICT makes racing uses of one key give exactly one success.
-_PG_USE_ONCE = """
-INSERT INTO used_assertions (key, expires_at) VALUES (%s, %s)
-ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
- WHERE used_assertions.expires_at <= %s
-RETURNING 1
-"""
-# `_PG_USE_ONCE` for several keys; the keys it recorded come back.
+# taken over, and a live row (a replay) returns nothing; the keys it recorded
+# come back. The row lock of ON CONFLICT makes racing uses of one key give
+# exactly one success.
 _PG_USE_MANY = """
 INSERT INTO used_assertions (key, expires_at) VALUES {values}
 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
@@ -350,19 +348,10 @@ class PostgresJtiStore(_DatabaseJtiStore):
     def is_revoked(
         self, jti: str, client_id: str | None = None, issued_ms: int | None = None
     ) -> bool:
-        if client_id is None or issued_ms is None:
-            return bool(self.executor.fetch(_PG_IS_REVOKED, (jti, utcnow())))
-        return bool(
-            self.executor.fetch(
-                _PG_IS_REVOKED_OR_CUT_OFF, (utcnow(), jti, CUTOFF_JTI + client_id, issued_ms)
-            )
-        )
+        return self.is_revoked_later(jti, client_id, issued_ms).result()
 
     def use_once(self, key: str, expires_at: datetime) -> bool:
-        fresh = bool(self.executor.fetch(_PG_USE_ONCE, (key, expires_at, utcnow())))
-        if fresh:
-            self._maybe_purge()
-        return fresh
+        return self.use_once_many([(key, expires_at)])[0]
 
     def use_once_many(self, entries: Sequence[tuple[str, datetime]]) -> list[bool]:
         return self.use_once_many_later(entries).result()
@@ -388,8 +377,10 @@ class PostgresJtiStore(_DatabaseJtiStore):
 
         return Later(sent, answers)
 
-    def is_revoked_later(self, jti: str, client_id: str, issued_ms: int | None) -> Pending[bool]:
-        if issued_ms is None:
+    def is_revoked_later(
+        self, jti: str, client_id: str | None, issued_ms: int | None
+    ) -> Pending[bool]:
+        if client_id is None or issued_ms is None:
             sent = self.executor.send(_PG_IS_REVOKED, (jti, utcnow()))
         else:
             sent = self.executor.send(

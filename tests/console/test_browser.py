@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import basic_auth, free_port, serve_wsgi
+from tests.conftest import basic_auth
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,18 +37,13 @@ pytestmark = [
 
 
 @pytest.fixture
-def port() -> int:
-    return free_port()
+def app_config(live_config) -> dict:
+    return live_config
 
 
 @pytest.fixture
-def app_config(base_config, migrated, port) -> dict:
-    return {**base_config, "ISSUER": f"http://127.0.0.1:{port}"}
-
-
-@pytest.fixture
-def base_url(app, port) -> Iterator[str]:
-    yield from serve_wsgi(app, port)
+def base_url(live_url) -> str:
+    return live_url
 
 
 @pytest.fixture

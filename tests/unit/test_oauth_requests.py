@@ -15,7 +15,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 
 from app.clients.records import KeyRecord
 from app.oauth.client_auth import methods_used
-from app.oauth.requests import FormRequest, claimed_client_id, parse_basic_credentials, parse_form
+from app.oauth.requests import FormRequest, parse_basic_credentials, parse_form
 from app.oauth.rfc7523 import (
     LEEWAY,
     MAX_LIFETIME,
@@ -146,16 +146,6 @@ def test_methods_used():
         "client_secret_post",
         "private_key_jwt",
     ]
-
-
-def test_claimed_client_id_by_method():
-    """The failure log and the failure limits read the claimed id the same way."""
-    auth = {"Authorization": basic(b"from-header:s")}
-    assert claimed_client_id(form_request([("client_id", "from-form")], auth)) == "from-header"
-    assert claimed_client_id(form_request([("client_id", "from-form")])) == "from-form"
-    assert claimed_client_id(form_request([])) is None
-    garbled = form_request([], {"Authorization": "Basic !!"})
-    assert claimed_client_id(garbled) is None
 
 
 # --- RFC 7523 client assertions -----------------------------------------------------------------
