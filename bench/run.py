@@ -28,7 +28,10 @@ Environment (all optional):
   BENCH_ROUNDS=3      rounds per scenario: ours and the peer alternate, both up,
                       and the table gives each figure's median
   BENCH_MANY_CLIENTS=20000  clients "many" cycles through (at most BENCH_CLIENTS)
-  BENCH_SERVERS=granian  any of: granian gunicorn-sync gunicorn-gthread
+  BENCH_SERVERS=granian  any of: granian gunicorn-sync gunicorn-gthread, and for the
+                      experiment of 2026-12-03 (docs/performance.md) bjoern (pip install
+                      bjoern-binary) and rsgi (bench/rsgi_exp.py); several are all up at
+                      once and take turns in each round, as the stores do
   BENCH_WORKERS=1     server worker processes
   BENCH_THREADS=4     request threads per worker (granian blocking threads, gthread threads)
   BENCH_SERVER_CPUS=0   taskset list for the server ("" = unpinned)
@@ -621,6 +624,26 @@ def start_server(
     if kind == "granian":
         # Exactly what `make serve-prod` runs.
         argv = [sys.executable, "serve.py"]
+    elif kind == "rsgi":
+        argv = [
+            str(BIN / "granian"),
+            "--interface",
+            "rsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-ws",
+            "bench.rsgi_exp:app",
+        ]
+    elif kind == "bjoern":
+        argv = [
+            sys.executable,
+            "-c",
+            f"import bjoern, wsgi; bjoern.run(wsgi.app, '127.0.0.1', {port})",
+        ]
     elif kind.startswith("gunicorn-"):
         e["WORKER_CLASS"] = kind.removeprefix("gunicorn-")
         argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -948,40 +971,35 @@ def bench_alg(alg: str, work: Path, key_path: Path) -> list[Result]:
     peer = start_peer(alg) if env("BENCH_PEER", "1") == "1" else None
     stores = [s for s in STORES if s != "redis" or redis_answers(REDIS_URL)]
     try:
-        for kind in SERVERS:
-            reset_signing_keys(alg, str(work / f"keys-{alg}"))
-            started = [
-                start_ours(kind, alg, work, key_path, store, PORT + n)
-                for n, store in enumerate(stores)
-            ]
-            procs = [proc for _, proc in started]
-            try:
-                for scenario in SCENARIOS:
-                    targets = [target for target, _ in started]
-                    if peer and scenario in PEER_SCENARIOS:
-                        targets.append(peer[0])
-                    rounds: dict[str, list[dict]] = {t.name: [] for t in targets}
-                    for index in range(ROUNDS):
-                        for target in targets:
-                            figures = run_scenario(target, scenario, work)
-                            rounds[target.name].append(figures)
-                            log(
-                                f"round {index + 1}/{ROUNDS} "
-                                + line_for(Result(target.name, alg, scenario, figures))
-                            )
+        reset_signing_keys(alg, str(work / f"keys-{alg}"))
+        # Every server configuration and store up at once, taking turns with the peer.
+        setups = [(kind, store) for kind in SERVERS for store in stores]
+        started = [
+            start_ours(kind, alg, work, key_path, store, PORT + n)
+            for n, (kind, store) in enumerate(setups)
+        ]
+        procs = [proc for _, proc in started]
+        try:
+            for scenario in SCENARIOS:
+                targets = [target for target, _ in started]
+                if peer and scenario in PEER_SCENARIOS:
+                    targets.append(peer[0])
+                rounds: dict[str, list[dict]] = {t.name: [] for t in targets}
+                for index in range(ROUNDS):
                     for target in targets:
-                        result = Result(
-                            target.name, alg, scenario, median_figures(rounds[target.name])
+                        figures = run_scenario(target, scenario, work)
+                        rounds[target.name].append(figures)
+                        log(
+                            f"round {index + 1}/{ROUNDS} "
+                            + line_for(Result(target.name, alg, scenario, figures))
                         )
-                        if target.store is None and any(
-                            r.target == target.name and r.scenario == scenario and r.alg == alg
-                            for r in results
-                        ):
-                            continue  # the peer measured once per algorithm, not per server kind
-                        results.append(result)
-            finally:
-                for proc in procs:
-                    stop_process(proc)
+                for target in targets:
+                    results.append(
+                        Result(target.name, alg, scenario, median_figures(rounds[target.name]))
+                    )
+        finally:
+            for proc in procs:
+                stop_process(proc)
     finally:
         if peer:
             stop_peer(peer[1])
