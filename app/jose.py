@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 # Three base64url segments; the signature may be empty so that an unsigned
@@ -69,8 +70,11 @@ def _parse(token: str) -> CompactJWS | None:
         return None
     header_b64, claims_b64, signature_b64 = match.groups()
     try:
-        header = json.loads(_b64(header_b64))
-        claims = json.loads(_b64(claims_b64))
+        # orjson: a fraction of json's cost, and stricter: NaN and Infinity,
+        # which RFC 8259 does not allow, stop here. An integer past 64 bits
+        # reads as a float, as large, so time checks answer as before.
+        header = orjson.loads(_b64(header_b64))
+        claims = orjson.loads(_b64(claims_b64))
         signature = _b64(signature_b64)
     except (binascii.Error, ValueError, RecursionError):
         # ValueError covers bad UTF-8 and bad JSON alike.

@@ -63,6 +63,13 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+@lru_cache(maxsize=1024)
+def _text(value: str) -> str:
+    """The canonical text of an address, or the value itself when it is none."""
+    address = _ip(value)
+    return str(address) if address is not None else (value or "unknown")
+
+
 def _trusted(address, networks: tuple[Network, ...]) -> bool:
     return address is not None and any(address in network for network in networks)
 
@@ -72,7 +79,7 @@ def resolve_client_address(
 ) -> str:
     """The client address given the peer, the X-Forwarded-For values and trusted networks."""
     peer = _ip(remote_addr or "")
-    fallback = str(peer) if peer is not None else (remote_addr or "unknown")
+    fallback = _text(remote_addr or "")
     if not networks or not _trusted(peer, networks):
         return fallback
     hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]

@@ -10,6 +10,7 @@ app.oauth.rfc7523). The views (app.oauth.views) and the token fast path
 
 from __future__ import annotations
 
+import orjson
 from authlib.integrations.flask_oauth2 import (
     AuthorizationServer as _AuthorizationServer,
 )
@@ -69,7 +70,12 @@ class AuthorizationServer(ClientAuthMixin, _AuthorizationServer):
 
     def handle_response(self, status_code, payload, headers) -> PlainResponse:
         if isinstance(payload, dict):
-            payload = json.dumps(payload)
+            try:
+                # The same bytes as Flask's provider for these ASCII payloads, keys
+                # sorted alike, at a twentieth of its cost (docs/performance.md).
+                payload = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+            except orjson.JSONEncodeError:
+                payload = json.dumps(payload)  # a value orjson refuses, e.g. a >64-bit int
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         return PlainResponse(status_code, payload, list(headers))

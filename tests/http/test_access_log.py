@@ -135,3 +135,57 @@ def test_logged_address_honours_trusted_proxies_only(app, client, access_lines):
     untrusted, trusted = access_lines.records()
     assert untrusted["remote_addr"] == "10.0.0.5"
     assert trusted["remote_addr"] == "203.0.113.7"
+
+
+def test_the_direct_write_is_the_line_the_logging_path_writes(client, monkeypatch):
+    """Our handler alone gets the line written straight to its stream (app.http.access_log)."""
+    import io
+
+    from app.http import access_log as module
+
+    logger = logging.getLogger(ACCESS_LOGGER)
+    [ours] = [h for h in logger.handlers if getattr(h, "ccserver_access", False)]
+    # Alone: pytest's own capture handlers are set aside for this test.
+    monkeypatch.setattr(logger, "handlers", [ours])
+    monkeypatch.setattr(ours, "stream", io.StringIO())
+    assert module._sole_handler() is ours
+    client.get("/healthz", headers={"X-Request-ID": "direct-1"})
+    [direct] = ours.stream.getvalue().splitlines()
+
+    # Another handler: the record takes the logging path, and ours formats it.
+    monkeypatch.setattr(ours, "stream", io.StringIO())
+    collected = Lines()
+    logger.addHandler(collected)
+    try:
+        assert module._sole_handler() is None
+        client.get("/healthz", headers={"X-Request-ID": "direct-1"})
+    finally:
+        logger.removeHandler(collected)
+    [through_logging] = ours.stream.getvalue().splitlines()
+    assert collected.lines == [through_logging]
+
+    def shape(line: str) -> dict:
+        fields = json.loads(line)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fields.pop("ts"))
+        assert isinstance(fields.pop("duration_ms"), float)
+        return fields
+
+    assert list(json.loads(direct)) == list(json.loads(through_logging))
+    assert shape(direct) == shape(through_logging)
+    assert shape(direct)["request_id"] == "direct-1"
+
+
+def test_a_filter_on_the_access_logger_still_applies(client, monkeypatch):
+    import io
+
+    logger = logging.getLogger(ACCESS_LOGGER)
+    [ours] = [h for h in logger.handlers if getattr(h, "ccserver_access", False)]
+    monkeypatch.setattr(logger, "handlers", [ours])
+    monkeypatch.setattr(ours, "stream", io.StringIO())
+    dropped = logging.Filter("nothing.matches")
+    logger.addFilter(dropped)
+    try:
+        client.get("/healthz")
+    finally:
+        logger.removeFilter(dropped)
+    assert ours.stream.getvalue() == ""

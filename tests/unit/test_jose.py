@@ -76,6 +76,9 @@ def test_symmetric_and_none_are_never_verified(keys):
         f"{b64(b'{}')}.{b64(b'{}')}.a",  # 4n+1 characters: no base64
         f"{b64(bytes([0xFF, 0xFE]))}.{b64(b'{}')}.c2ln",  # not UTF-8
         f"{b64(b'{}')}.{b64(b'{}')}=.c2ln",  # padding is not base64url
+        # Not JSON: RFC 8259 has no NaN or Infinity.
+        b64(b"{}") + "." + b64(b'{"exp":NaN}') + ".c2ln",
+        b64(b"{}") + "." + b64(b'{"exp":Infinity}') + ".c2ln",
     ],
 )
 def test_malformed_tokens_are_none(token):
