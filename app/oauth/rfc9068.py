@@ -23,11 +23,7 @@ import jwt
 import orjson
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from flask import current_app
-from jwt.algorithms import get_default_algorithms
 
 from app import jose
 from app.clients.records import ClientRecord
@@ -44,7 +40,6 @@ class NoSigningKeyError(RuntimeError):
 
 
 # PyJWT's algorithm objects (ES256 and EdDSA signatures come out in JWS form).
-_ALGORITHMS = get_default_algorithms()
 
 
 def _b64(data: bytes) -> bytes:
@@ -127,29 +122,8 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
             self._headers[key.kid] = header
         payload = _b64(orjson.dumps(claims))
         signing_input = header + b"." + payload
-        signature = _sign_bytes(key.alg, signing_input, key.private_key)
+        signature = jose.sign(key.alg, signing_input, key.private_key)
         return (signing_input + b"." + _b64(signature)).decode("ascii")
-
-
-_ECDSA = {
-    "ES256": ec.ECDSA(hashes.SHA256()),
-    "ES384": ec.ECDSA(hashes.SHA384()),
-    "ES512": ec.ECDSA(hashes.SHA512()),
-}
-
-
-def _sign_bytes(alg: str, signing_input: bytes, private_key) -> bytes:
-    """The JWS signature; ECDSA's R || S (RFC 7518 §3.4) built here, not by PyJWT.
-
-    PyJWT's DER-to-raw conversion goes through hex strings: 4 % of a basic token
-    request in process (docs/performance.md), against a few integer calls here.
-    """
-    ecdsa = _ECDSA.get(alg)
-    if ecdsa is None or not isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return _ALGORITHMS[alg].sign(signing_input, private_key)
-    r, s = decode_dss_signature(private_key.sign(signing_input, ecdsa))
-    size = (private_key.curve.key_size + 7) // 8
-    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
 def verify_access_token(token: str, audience: str | None) -> dict:

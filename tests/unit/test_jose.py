@@ -153,3 +153,28 @@ def test_agrees_with_pyjwt_on_a_real_assertion(keys):
     parsed = jose.parse(token, 16384)
     assert parsed is not None and parsed.claims == reference
     assert jose.registered_claims_ok(parsed.claims, audiences=AUD, now=time.time(), leeway=30)
+
+
+@pytest.mark.parametrize(
+    ("alg", "curve"),
+    [("ES256", ec.SECP256R1()), ("ES384", ec.SECP384R1()), ("ES512", ec.SECP521R1())],
+)
+def test_ecdsa_r_and_s_agree_with_pyjwt_both_ways(alg, curve):
+    """jose.sign and jose.verify build R || S themselves (RFC 7518 §3.4); PyJWT is the reference."""
+    key = ec.generate_private_key(curve)
+    algorithm = jwt.get_algorithm_by_name(alg)
+    ours = jose.sign(alg, b"header.payload", key)
+    assert len(ours) == 2 * ((curve.key_size + 7) // 8)
+    assert algorithm.verify(b"header.payload", key.public_key(), ours)
+    theirs = algorithm.sign(b"header.payload", key)
+    jws = jose.CompactJWS({}, {}, b"header.payload", theirs)
+    assert jose.verify(jws, alg, key.public_key())
+    assert not jose.verify(
+        jose.CompactJWS({}, {}, b"header.payload!", theirs), alg, key.public_key()
+    )
+    for wrong in (theirs[:-1], theirs + b"\0", b"", bytes(len(theirs))):
+        assert not jose.verify(
+            jose.CompactJWS({}, {}, b"header.payload", wrong), alg, key.public_key()
+        )
+    other = ec.generate_private_key(curve).public_key()
+    assert not jose.verify(jws, alg, other)

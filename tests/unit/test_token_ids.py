@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import secrets
 
-import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from app.oauth.rfc9068 import issued_ms, new_jti
 
 
@@ -35,21 +32,3 @@ def test_any_other_id_and_no_iat():
     assert issued_ms("short", 1_796_000_000) == 1_796_000_000_000
     assert issued_ms("!" * 22, 5) == 5_000
     assert issued_ms("x", None) is None
-
-
-@pytest.mark.parametrize(
-    ("alg", "curve"),
-    [("ES256", ec.SECP256R1()), ("ES384", ec.SECP384R1()), ("ES512", ec.SECP521R1())],
-)
-def test_ecdsa_signatures_are_r_and_s_as_pyjwt_reads_them(alg, curve):
-    """rfc9068._sign_bytes builds R || S itself (RFC 7518 §3.4); PyJWT must accept it."""
-    from jwt.algorithms import get_default_algorithms
-
-    from app.oauth.rfc9068 import _sign_bytes
-
-    key = ec.generate_private_key(curve)
-    signature = _sign_bytes(alg, b"header.payload", key)
-    assert len(signature) == 2 * ((curve.key_size + 7) // 8)
-    algorithm = get_default_algorithms()[alg]
-    assert algorithm.verify(b"header.payload", key.public_key(), signature)
-    assert not algorithm.verify(b"header.payload!", key.public_key(), signature)
